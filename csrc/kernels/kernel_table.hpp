@@ -1,0 +1,48 @@
+// The per-ISA kernel table: the only interface between the ISA-specific translation
+// units (kernels/*.cpp, each compiled with its own -m flags) and the portable driver.
+// Every entry is a plain function pointer; dispatch.cpp picks one table once.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace fastretrieve {
+
+// out[i * ld_out + j] = <queries[i], rows[j]>   for i < n_queries, j < n_rows.
+using DotBlockFn = void (*)(const float* queries, std::size_t n_queries, const float* rows,
+                            std::size_t n_rows, std::size_t dim, float* out,
+                            std::size_t ld_out);
+
+// out[i * ld_out + j] = sum_t (queries[i][t] - rows[j][t])^2, computed directly (no
+// cancellation for near-identical vectors). Same shape contract as DotBlockFn.
+using L2BlockFn = DotBlockFn;
+
+// out[j] = <rows[j], rows[j]>.
+using SqnormsFn = void (*)(const float* rows, std::size_t n_rows, std::size_t dim, float* out);
+
+// Turns one row of dot products into smaller-is-better selection scores, in place:
+//   l2:     scores[j] = row_aux[j] - 2 * dots[j]      (row_aux = squared norms)
+//   ip:     scores[j] = -dots[j]                       (row_aux unused)
+//   cosine: scores[j] = -dots[j] * row_aux[j]          (row_aux = inverse norms, 0 for 0)
+// Returns the minimum score and sets *non_finite when any score is NaN or infinite.
+using ScoreRowFn = float (*)(float* dots_to_scores, const float* row_aux, std::size_t n,
+                             bool* non_finite);
+
+enum class Metric : int { L2 = 0, IP = 1, Cosine = 2 };
+
+struct KernelTable {
+    const char* name;  // "scalar", "avx2", "avx512", "neon"
+    DotBlockFn dot_block;
+    L2BlockFn l2_block;
+    SqnormsFn sqnorms;
+    ScoreRowFn score_row[3];  // indexed by Metric
+};
+
+// One factory per ISA translation unit; defined only where that unit is compiled in.
+const KernelTable& scalar_kernels();
+#if defined(FASTRETRIEVE_X86_KERNELS)
+const KernelTable& avx2_kernels();
+const KernelTable& avx512_kernels();
+#endif
+
+}  // namespace fastretrieve

@@ -1,0 +1,189 @@
+// The distance kernel bodies, written once and templated on a SIMD traits type `S`
+// (simd_scalar.hpp, simd_avx2.hpp, simd_avx512.hpp). Each ISA translation unit includes
+// this file after its traits and instantiates make_kernel_table<S>() under its own
+// compile flags. Everything here sits in an anonymous namespace and uses no standard
+// library templates, so no symbol compiled for one ISA can be picked by the linker for
+// code that runs on another.
+#pragma once
+
+#include <cstddef>
+
+#include "kernel_table.hpp"
+
+namespace fastretrieve {
+namespace {
+
+// Rows of the database handled per micro-kernel call: four accumulators per query feed
+// S::reduce4, which sums four vectors horizontally in one go.
+constexpr std::size_t kRowsPerTile = 4;
+
+struct DotStep {
+    template <class S>
+    static typename S::V apply(typename S::V q, typename S::V x, typename S::V acc) {
+        return S::fma(q, x, acc);
+    }
+};
+
+struct L2Step {
+    template <class S>
+    static typename S::V apply(typename S::V q, typename S::V x, typename S::V acc) {
+        const typename S::V diff = S::sub(q, x);
+        return S::fma(diff, diff, acc);
+    }
+};
+
+// Register-blocked micro-kernel: Q queries x 4 rows, accumulated along the dimension in
+// SIMD registers, reduced once at the end. Writes sums[i * 4 + r].
+template <class S, class Step, int Q>
+inline void tile(const float* const* queries, const float* const* rows, std::size_t dim,
+                 float* sums) {
+    using V = typename S::V;
+    V acc[Q][kRowsPerTile];
+    for (int i = 0; i < Q; ++i)
+        for (std::size_t r = 0; r < kRowsPerTile; ++r) acc[i][r] = S::zero();
+
+    std::size_t t = 0;
+    for (; t + S::W <= dim; t += S::W) {
+        V x[kRowsPerTile];
+        for (std::size_t r = 0; r < kRowsPerTile; ++r) x[r] = S::load(rows[r] + t);
+        for (int i = 0; i < Q; ++i) {
+            const V q = S::load(queries[i] + t);
+            for (std::size_t r = 0; r < kRowsPerTile; ++r)
+                acc[i][r] = Step::template apply<S>(q, x[r], acc[i][r]);
+        }
+    }
+    if (t < dim) {  // the dimension's tail: zero-filled lanes add nothing to either step
+        const std::size_t rest = dim - t;
+        V x[kRowsPerTile];
+        for (std::size_t r = 0; r < kRowsPerTile; ++r) x[r] = S::load_partial(rows[r] + t, rest);
+        for (int i = 0; i < Q; ++i) {
+            const V q = S::load_partial(queries[i] + t, rest);
+            for (std::size_t r = 0; r < kRowsPerTile; ++r)
+                acc[i][r] = Step::template apply<S>(q, x[r], acc[i][r]);
+        }
+    }
+    for (int i = 0; i < Q; ++i)
+        S::reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3], sums + i * kRowsPerTile);
+}
+
+template <class S, class Step, int Q>
+inline void tile_to_out(const float* const* queries, const float* const* rows, std::size_t dim,
+                        std::size_t valid_rows, float* out, std::size_t ld_out) {
+    float sums[Q * kRowsPerTile];
+    tile<S, Step, Q>(queries, rows, dim, sums);
+    for (int i = 0; i < Q; ++i)
+        for (std::size_t r = 0; r < valid_rows; ++r) out[i * ld_out + r] = sums[i * kRowsPerTile + r];
+}
+
+// Picks the micro-kernel instantiation for the number of queries left (1..kMax).
+template <class S, class Step, int Q>
+inline void tile_for_count(int count, const float* const* queries, const float* const* rows,
+                           std::size_t dim, std::size_t valid_rows, float* out,
+                           std::size_t ld_out) {
+    if constexpr (Q > 1) {
+        if (count < Q)
+            return tile_for_count<S, Step, Q - 1>(count, queries, rows, dim, valid_rows, out,
+                                                  ld_out);
+    }
+    tile_to_out<S, Step, Q>(queries, rows, dim, valid_rows, out, ld_out);
+}
+
+// out[i][j] = Step-reduction of queries[i] against rows[j]. Rows are the outer loop so
+// that four database rows stay in L1 while every query of the block passes over them.
+template <class S, class Step>
+void pairwise_block(const float* queries, std::size_t n_queries, const float* rows,
+                    std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
+    constexpr int kMax = S::kMaxQueriesPerTile;
+    for (std::size_t r0 = 0; r0 < n_rows; r0 += kRowsPerTile) {
+        const std::size_t valid_rows = n_rows - r0 < kRowsPerTile ? n_rows - r0 : kRowsPerTile;
+        const float* row_ptrs[kRowsPerTile];
+        for (std::size_t r = 0; r < kRowsPerTile; ++r)  // a short tail repeats its last row
+            row_ptrs[r] = rows + (r0 + (r < valid_rows ? r : valid_rows - 1)) * dim;
+        for (std::size_t q0 = 0; q0 < n_queries; q0 += kMax) {
+            const std::size_t left = n_queries - q0;
+            const int count = left < static_cast<std::size_t>(kMax) ? static_cast<int>(left) : kMax;
+            const float* query_ptrs[kMax];
+            for (int i = 0; i < count; ++i) query_ptrs[i] = queries + (q0 + i) * dim;
+            tile_for_count<S, Step, kMax>(count, query_ptrs, row_ptrs, dim, valid_rows,
+                                          out + q0 * ld_out + r0, ld_out);
+        }
+    }
+}
+
+template <class S>
+void sqnorms(const float* rows, std::size_t n_rows, std::size_t dim, float* out) {
+    using V = typename S::V;
+    for (std::size_t r0 = 0; r0 < n_rows; r0 += kRowsPerTile) {
+        const std::size_t valid_rows = n_rows - r0 < kRowsPerTile ? n_rows - r0 : kRowsPerTile;
+        const float* row_ptrs[kRowsPerTile];
+        for (std::size_t r = 0; r < kRowsPerTile; ++r)
+            row_ptrs[r] = rows + (r0 + (r < valid_rows ? r : valid_rows - 1)) * dim;
+        V acc[kRowsPerTile] = {S::zero(), S::zero(), S::zero(), S::zero()};
+        std::size_t t = 0;
+        for (; t + S::W <= dim; t += S::W)
+            for (std::size_t r = 0; r < kRowsPerTile; ++r) {
+                const V x = S::load(row_ptrs[r] + t);
+                acc[r] = S::fma(x, x, acc[r]);
+            }
+        if (t < dim)
+            for (std::size_t r = 0; r < kRowsPerTile; ++r) {
+                const V x = S::load_partial(row_ptrs[r] + t, dim - t);
+                acc[r] = S::fma(x, x, acc[r]);
+            }
+        float sums[kRowsPerTile];
+        S::reduce4(acc[0], acc[1], acc[2], acc[3], sums);
+        for (std::size_t r = 0; r < valid_rows; ++r) out[r0 + r] = sums[r];
+    }
+}
+
+template <class S, Metric M>
+typename S::V score_vector(typename S::V dots, const float* aux) {
+    if constexpr (M == Metric::L2) return S::fma(dots, S::set1(-2.0f), S::load(aux));
+    if constexpr (M == Metric::IP) return S::sub(S::zero(), dots);
+    if constexpr (M == Metric::Cosine) return S::mul(S::sub(S::zero(), dots), S::load(aux));
+}
+
+template <Metric M>
+inline float score_scalar(float dot, const float* aux) {
+    if constexpr (M == Metric::L2) return aux[0] - 2.0f * dot;
+    if constexpr (M == Metric::IP) return -dot;
+    if constexpr (M == Metric::Cosine) return -dot * aux[0];
+}
+
+template <class S, Metric M>
+float score_row(float* values, const float* aux, std::size_t n, bool* non_finite) {
+    using V = typename S::V;
+    V lowest = S::set1(__builtin_inff());
+    V poison = S::zero();  // becomes NaN once any score is NaN or infinite (x - x)
+    std::size_t j = 0;
+    for (; j + S::W <= n; j += S::W) {
+        const V score = score_vector<S, M>(S::load(values + j), aux + j);
+        S::store(values + j, score);
+        lowest = S::min(lowest, score);
+        poison = S::add(poison, S::sub(score, score));
+    }
+    float lowest_scalar = S::reduce_min(lowest);
+    bool bad = S::any_nan(poison);
+    for (; j < n; ++j) {
+        const float score = score_scalar<M>(values[j], aux + j);
+        values[j] = score;
+        lowest_scalar = score < lowest_scalar ? score : lowest_scalar;
+        bad = bad || (score - score != 0.0f);
+    }
+    *non_finite = bad;
+    return lowest_scalar;
+}
+
+template <class S>
+KernelTable make_kernel_table(const char* name) {
+    return KernelTable{
+        name,
+        &pairwise_block<S, DotStep>,
+        &pairwise_block<S, L2Step>,
+        &sqnorms<S>,
+        {&score_row<S, Metric::L2>, &score_row<S, Metric::IP>, &score_row<S, Metric::Cosine>},
+    };
+}
+
+}  // namespace
+}  // namespace fastretrieve

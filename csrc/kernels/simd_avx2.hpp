@@ -1,0 +1,59 @@
+// 8-lane AVX2 + FMA vectors. Included only by avx2.cpp (compiled with -mavx2 -mfma).
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace fastretrieve {
+namespace {
+
+struct SimdAvx2 {
+    using V = __m256;
+    static constexpr std::size_t W = 8;
+    // 2 queries x 4 rows = 8 accumulators + 4 row vectors + 1 query vector fit the 16 ymm
+    // registers without spilling.
+    static constexpr int kMaxQueriesPerTile = 2;
+
+    static V zero() { return _mm256_setzero_ps(); }
+    static V set1(float v) { return _mm256_set1_ps(v); }
+    static V load(const float* p) { return _mm256_loadu_ps(p); }
+    static V load_partial(const float* p, std::size_t n) {
+        // Lane i is loaded when mask lane i has its sign bit set; masked lanes read as 0
+        // and never touch memory, so reading a row's tail cannot fault.
+        alignas(32) static const std::int32_t ramp[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                                          0,  0,  0,  0,  0,  0,  0,  0};
+        const __m256i mask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ramp + 8 - n));
+        return _mm256_maskload_ps(p, mask);
+    }
+    static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+    static V add(V a, V b) { return _mm256_add_ps(a, b); }
+    static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+    static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+    static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+    static V min(V a, V b) { return _mm256_min_ps(a, b); }
+    static float reduce_add(V v) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        return _mm_cvtss_f32(s);
+    }
+    static float reduce_min(V v) {
+        __m128 s = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        s = _mm_min_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_min_ss(s, _mm_movehdup_ps(s));
+        return _mm_cvtss_f32(s);
+    }
+    static bool any_nan(V v) { return _mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0; }
+    // Four horizontal sums at once: cheaper than four separate reductions.
+    static void reduce4(V a, V b, V c, V d, float* out) {
+        const __m256 ab = _mm256_hadd_ps(a, b);
+        const __m256 cd = _mm256_hadd_ps(c, d);
+        const __m256 abcd = _mm256_hadd_ps(ab, cd);
+        _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+    }
+};
+
+}  // namespace
+}  // namespace fastretrieve

@@ -1,0 +1,46 @@
+// 16-lane AVX-512 vectors. Included only by avx512.cpp (compiled with -mavx512f/bw/dq/vl).
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstddef>
+
+namespace fastretrieve {
+namespace {
+
+struct SimdAvx512 {
+    using V = __m512;
+    static constexpr std::size_t W = 16;
+    // 6 queries x 4 rows = 24 accumulators + 4 row vectors + 1 query vector: 29 of the 32
+    // zmm registers.
+    static constexpr int kMaxQueriesPerTile = 6;
+
+    static V zero() { return _mm512_setzero_ps(); }
+    static V set1(float v) { return _mm512_set1_ps(v); }
+    static V load(const float* p) { return _mm512_loadu_ps(p); }
+    static V load_partial(const float* p, std::size_t n) {
+        // Masked-off lanes are neither read nor faulted on.
+        return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
+    }
+    static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+    static V add(V a, V b) { return _mm512_add_ps(a, b); }
+    static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    static V min(V a, V b) { return _mm512_min_ps(a, b); }
+    static float reduce_add(V v) { return _mm512_reduce_add_ps(v); }
+    static float reduce_min(V v) { return _mm512_reduce_min_ps(v); }
+    static bool any_nan(V v) { return _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) != 0; }
+    // Four horizontal sums at once: fold 512 -> 256 bits, then the hadd tree.
+    static void reduce4(V a, V b, V c, V d, float* out) {
+        const __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+        const __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
+        const __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
+        const __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256(d), _mm512_extractf32x8_ps(d, 1));
+        const __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
+        _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+    }
+};
+
+}  // namespace
+}  // namespace fastretrieve

@@ -1,0 +1,37 @@
+// Portable "vector" of one float: the baseline every CPU runs. Included only by scalar.cpp.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+
+namespace fastretrieve {
+namespace {
+
+struct SimdScalar {
+    using V = float;
+    static constexpr std::size_t W = 1;
+    static constexpr int kMaxQueriesPerTile = 4;
+
+    static V zero() { return 0.0f; }
+    static V set1(float v) { return v; }
+    static V load(const float* p) { return *p; }
+    static V load_partial(const float*, std::size_t) { return 0.0f; }  // W == 1: no tail
+    static void store(float* p, V v) { *p = v; }
+    static V add(V a, V b) { return a + b; }
+    static V sub(V a, V b) { return a - b; }
+    static V mul(V a, V b) { return a * b; }
+    static V fma(V a, V b, V c) { return a * b + c; }
+    static V min(V a, V b) { return b < a ? b : a; }
+    static float reduce_add(V v) { return v; }
+    static float reduce_min(V v) { return v; }
+    static bool any_nan(V v) { return std::isnan(v); }
+    static void reduce4(V a, V b, V c, V d, float* out) {
+        out[0] = a;
+        out[1] = b;
+        out[2] = c;
+        out[3] = d;
+    }
+};
+
+}  // namespace
+}  // namespace fastretrieve

@@ -1,0 +1,277 @@
+#include "knn.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dispatch.hpp"
+#include "parallel.hpp"
+#include "topk.hpp"
+
+namespace fastretrieve {
+namespace {
+
+// Queries per block: their vectors stay in L1/L2 while database rows stream past.
+constexpr std::size_t kQueryBlock = 64;
+// Database rows per scored block: kQueryBlock x kRowBlock scores (64 KiB) stay in L2.
+constexpr std::size_t kRowBlock = 256;
+// Smallest slice of the database worth a task of its own in the few-queries regime.
+constexpr std::size_t kMinRowsPerChunk = 4096;
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+std::size_t resolve_threads(std::size_t threads) {
+    return threads ? threads : default_thread_count();
+}
+
+std::size_t ceil_div(std::size_t a, std::size_t b) { return (a + b - 1) / b; }
+
+// The lowest database row found to hold NaN or infinity, across threads.
+class BadRow {
+public:
+    void report(std::size_t row) {
+        std::size_t seen = row_.load();
+        while (row < seen && !row_.compare_exchange_weak(seen, row)) {
+        }
+    }
+    bool any() const { return row_.load() != kNone; }
+    void raise_if_any() const {
+        if (any())
+            throw std::invalid_argument("database row " + std::to_string(row_.load()) +
+                                        " contains NaN or infinity");
+    }
+
+private:
+    static constexpr std::size_t kNone = std::numeric_limits<std::size_t>::max();
+    std::atomic<std::size_t> row_{kNone};
+};
+
+void sqnorms_parallel(const KernelTable& kernels, const float* rows, std::size_t n,
+                      std::size_t dim, std::size_t threads, float* out) {
+    const std::size_t chunk = std::max<std::size_t>(kMinRowsPerChunk, ceil_div(n, 4 * threads));
+    parallel_for(ceil_div(n, chunk), threads, [&](std::size_t task) {
+        const std::size_t begin = task * chunk;
+        kernels.sqnorms(rows + begin * dim, std::min(chunk, n - begin), dim, out + begin);
+    });
+}
+
+// Per-row factor of the selection score: squared norms for l2, inverse norms (0 for a
+// zero row) for cosine, nothing for ip. Also the only place the norms are checked.
+std::vector<float> row_factors(const KnnRequest& r, const KernelTable& kernels,
+                               std::size_t threads, BadRow& bad) {
+    if (r.metric == Metric::IP) return {};
+    std::vector<float> factors(r.n_database);
+    if (r.database_sqnorms)
+        std::copy(r.database_sqnorms, r.database_sqnorms + r.n_database, factors.begin());
+    else
+        sqnorms_parallel(kernels, r.database, r.n_database, r.dim, threads, factors.data());
+    for (std::size_t j = 0; j < r.n_database; ++j) {
+        if (!std::isfinite(factors[j])) {
+            bad.report(j);
+            break;
+        }
+        if (r.metric == Metric::Cosine) factors[j] = factors[j] > 0 ? 1.0f / std::sqrt(factors[j]) : 0.0f;
+    }
+    return factors;
+}
+
+std::vector<float> unit_queries(const KnnRequest& r) {
+    std::vector<float> unit(r.queries, r.queries + r.n_queries * r.dim);
+    for (std::size_t i = 0; i < r.n_queries; ++i) {
+        float* q = unit.data() + i * r.dim;
+        double sq = 0;
+        for (std::size_t t = 0; t < r.dim; ++t) sq += double(q[t]) * q[t];
+        if (sq > 0) {
+            const float inv = static_cast<float>(1.0 / std::sqrt(sq));
+            for (std::size_t t = 0; t < r.dim; ++t) q[t] *= inv;
+        }
+    }
+    return unit;
+}
+
+double exact_distance(const float* q, const float* x, std::size_t dim, Metric metric) {
+    double acc = 0, qq = 0, xx = 0;
+    for (std::size_t t = 0; t < dim; ++t) {
+        if (metric == Metric::L2) {
+            const double diff = double(q[t]) - double(x[t]);
+            acc += diff * diff;
+        } else {
+            acc += double(q[t]) * double(x[t]);
+            qq += double(q[t]) * double(q[t]);
+            xx += double(x[t]) * double(x[t]);
+        }
+    }
+    if (metric != Metric::Cosine) return acc;
+    return (qq > 0 && xx > 0) ? acc / (std::sqrt(qq) * std::sqrt(xx)) : 0.0;
+}
+
+// Scans database rows [row_begin, row_end) for a block of queries, feeding one TopK per
+// query. `dots` is scratch of kQueryBlock x kRowBlock floats.
+void scan_rows(const KnnRequest& r, const KernelTable& kernels, const float* queries,
+               std::size_t query_begin, std::size_t query_count, std::size_t row_begin,
+               std::size_t row_end, const float* factors, std::vector<TopK>& best,
+               std::vector<float>& dots, BadRow& bad) {
+    const ScoreRowFn score_row = kernels.score_row[static_cast<int>(r.metric)];
+    for (std::size_t start = row_begin; start < row_end; start += kRowBlock) {
+        const std::size_t n_rows = std::min(kRowBlock, row_end - start);
+        kernels.dot_block(queries + query_begin * r.dim, query_count, r.database + start * r.dim,
+                          n_rows, r.dim, dots.data(), kRowBlock);
+        for (std::size_t i = 0; i < query_count; ++i) {
+            float* scores = dots.data() + i * kRowBlock;
+            bool non_finite = false;
+            const float lowest =
+                score_row(scores, factors ? factors + start : nullptr, n_rows, &non_finite);
+            if (non_finite) {
+                for (std::size_t j = 0; j < n_rows; ++j)
+                    if (!std::isfinite(scores[j])) {
+                        bad.report(start + j);
+                        return;
+                    }
+            }
+            const std::size_t self = query_begin + i;
+            if (r.exclude_self && self >= start && self < start + n_rows) scores[self - start] = kInf;
+            TopK& top = best[i];
+            if (!(lowest < top.threshold())) continue;  // the common case once k are found
+            float threshold = top.threshold();
+            for (std::size_t j = 0; j < n_rows; ++j) {
+                if (scores[j] < threshold) {
+                    top.push(scores[j], static_cast<std::int64_t>(start + j));
+                    threshold = top.threshold();
+                }
+            }
+        }
+    }
+}
+
+// Picks the `keep` best candidates of one query, rescoring them exactly, and writes the
+// padded output row.
+void finish_query(const KnnRequest& r, std::size_t query, std::vector<Candidate>& candidates,
+                  std::size_t keep, float* out_distances, std::int64_t* out_indices) {
+    if (candidates.size() > keep) {
+        std::nth_element(candidates.begin(), candidates.begin() + (keep - 1), candidates.end(),
+                         better);
+        candidates.resize(keep);
+    }
+    const bool ascending = r.metric == Metric::L2;
+    std::vector<std::pair<double, std::int64_t>> exact;
+    exact.reserve(candidates.size());
+    for (const Candidate& c : candidates) {
+        const double value = exact_distance(r.queries + query * r.dim,
+                                            r.database + c.index * r.dim, r.dim, r.metric);
+        exact.emplace_back(ascending ? value : -value, c.index);
+    }
+    std::sort(exact.begin(), exact.end());
+    float* distances = out_distances + query * r.k;
+    std::int64_t* indices = out_indices + query * r.k;
+    for (std::size_t j = 0; j < r.k; ++j) {
+        if (j < exact.size()) {
+            distances[j] = static_cast<float>(ascending ? exact[j].first : -exact[j].first);
+            indices[j] = exact[j].second;
+        } else {
+            distances[j] = ascending ? kInf : -kInf;
+            indices[j] = -1;
+        }
+    }
+}
+
+}  // namespace
+
+void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_indices) {
+    const KernelTable& kernels = active_kernels();
+    const std::size_t threads = resolve_threads(r.threads);
+    const std::size_t candidates_total = r.n_database - (r.exclude_self ? 1 : 0);
+    const std::size_t keep = std::min(r.k, candidates_total);
+    std::vector<Candidate> none;
+    if (keep == 0) {  // a self-join of a single vector: nothing to find, only padding
+        for (std::size_t q = 0; q < r.n_queries; ++q)
+            finish_query(r, q, none, 1, out_distances, out_indices);
+        return;
+    }
+
+    BadRow bad;
+    const std::vector<float> factors = row_factors(r, kernels, threads, bad);
+    bad.raise_if_any();
+    const std::vector<float> unit = r.metric == Metric::Cosine ? unit_queries(r) : std::vector<float>();
+    const float* queries = r.metric == Metric::Cosine ? unit.data() : r.queries;
+    const float* factor_ptr = factors.empty() ? nullptr : factors.data();
+
+    // Few queries: split the database into chunks so every thread streams its own part
+    // (bandwidth-bound), then merge per query. Many queries: one task per query block
+    // scans the whole database (compute-bound) and finishes its queries itself.
+    const std::size_t query_blocks = ceil_div(r.n_queries, kQueryBlock);
+    const std::size_t wanted_chunks = ceil_div(4 * threads, query_blocks);
+    const std::size_t chunks = std::max<std::size_t>(
+        1, std::min(wanted_chunks, ceil_div(r.n_database, kMinRowsPerChunk)));
+    const std::size_t chunk_rows = ceil_div(ceil_div(r.n_database, chunks), kRowBlock) * kRowBlock;
+    const std::size_t n_chunks = ceil_div(r.n_database, chunk_rows);
+
+    // best[task][i]: the reservoir of query i of the task's block, kept for the merge
+    // only when the database is split.
+    std::vector<std::vector<TopK>> best(n_chunks > 1 ? query_blocks * n_chunks : 0);
+    parallel_for(query_blocks * n_chunks, threads, [&](std::size_t task) {
+        const std::size_t block = task / n_chunks, chunk = task % n_chunks;
+        const std::size_t query_begin = block * kQueryBlock;
+        const std::size_t query_count = std::min(kQueryBlock, r.n_queries - query_begin);
+        const std::size_t row_begin = chunk * chunk_rows;
+        const std::size_t row_end = std::min(r.n_database, row_begin + chunk_rows);
+        std::vector<TopK> local(query_count, TopK(keep));
+        std::vector<float> dots(kQueryBlock * kRowBlock);
+        scan_rows(r, kernels, queries, query_begin, query_count, row_begin, row_end, factor_ptr,
+                  local, dots, bad);
+        if (n_chunks > 1) {
+            best[task] = std::move(local);
+            return;
+        }
+        std::vector<Candidate> candidates;
+        for (std::size_t i = 0; i < query_count && !bad.any(); ++i) {
+            candidates.clear();
+            local[i].collect(candidates);
+            finish_query(r, query_begin + i, candidates, keep, out_distances, out_indices);
+        }
+    });
+    bad.raise_if_any();
+    if (n_chunks == 1) return;
+
+    parallel_for(r.n_queries, threads, [&](std::size_t query) {
+        const std::size_t block = query / kQueryBlock, i = query % kQueryBlock;
+        std::vector<Candidate> candidates;
+        for (std::size_t chunk = 0; chunk < n_chunks; ++chunk)
+            best[block * n_chunks + chunk][i].collect(candidates);
+        finish_query(r, query, candidates, keep, out_distances, out_indices);
+    });
+}
+
+void row_sqnorms(const float* rows, std::size_t n_rows, std::size_t dim, std::size_t threads,
+                 float* out) {
+    sqnorms_parallel(active_kernels(), rows, n_rows, dim, resolve_threads(threads), out);
+}
+
+void pairwise_distances(const float* a, std::size_t n_a, const float* b, std::size_t n_b,
+                        std::size_t dim, Metric metric, std::size_t threads, float* out) {
+    const KernelTable& kernels = active_kernels();
+    threads = resolve_threads(threads);
+    const DotBlockFn block_fn = metric == Metric::L2 ? kernels.l2_block : kernels.dot_block;
+    const std::size_t a_blocks = ceil_div(n_a, kQueryBlock), b_blocks = ceil_div(n_b, kRowBlock);
+    parallel_for(a_blocks * b_blocks, threads, [&](std::size_t task) {
+        const std::size_t a0 = (task / b_blocks) * kQueryBlock, b0 = (task % b_blocks) * kRowBlock;
+        block_fn(a + a0 * dim, std::min(kQueryBlock, n_a - a0), b + b0 * dim,
+                 std::min(kRowBlock, n_b - b0), dim, out + a0 * n_b + b0, n_b);
+    });
+    if (metric != Metric::Cosine) return;
+    std::vector<float> inv_a(n_a), inv_b(n_b);
+    row_sqnorms(a, n_a, dim, threads, inv_a.data());
+    row_sqnorms(b, n_b, dim, threads, inv_b.data());
+    for (float& v : inv_a) v = v > 0 ? 1.0f / std::sqrt(v) : 0.0f;
+    for (float& v : inv_b) v = v > 0 ? 1.0f / std::sqrt(v) : 0.0f;
+    parallel_for(n_a, threads, [&](std::size_t i) {
+        float* row = out + i * n_b;
+        for (std::size_t j = 0; j < n_b; ++j)
+            row[j] = std::clamp(row[j] * inv_a[i] * inv_b[j], -1.0f, 1.0f);
+    });
+}
+
+}  // namespace fastretrieve
