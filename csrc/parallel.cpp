@@ -10,7 +10,7 @@
 #if defined(__linux__)
 #include <sched.h>
 #endif
-#include <unistd.h>
+#include <pthread.h>
 
 namespace fastretrieve {
 namespace {
@@ -47,16 +47,9 @@ public:
 private:
     // Called with state_mutex_ held.
     void ensure_workers(std::size_t count) {
-        // Threads do not survive fork(): a child process starts a fresh set. The parent's
-        // std::thread objects are abandoned (destroying a joinable one would terminate).
-        if (owner_pid_ != getpid()) {
-            workers_ = new std::vector<std::thread>();
-            owner_pid_ = getpid();
-            generation_ = 0;
-        }
-        while (workers_->size() < count) {
-            const std::size_t index = workers_->size();
-            workers_->emplace_back([this, index] { worker_loop(index); });
+        while (workers_.size() < count) {
+            const std::size_t index = workers_.size();
+            workers_.emplace_back([this, index] { worker_loop(index); });
         }
     }
 
@@ -92,8 +85,7 @@ private:
     std::mutex state_mutex_;  // guards everything below except next_ and error_
     std::mutex error_mutex_;
     std::condition_variable wake_, done_;
-    std::vector<std::thread>* workers_ = nullptr;
-    pid_t owner_pid_ = 0;
+    std::vector<std::thread> workers_;
     unsigned long long generation_ = 0;
     const std::function<void(std::size_t)>* task_ = nullptr;
     std::size_t n_tasks_ = 0;
@@ -103,10 +95,22 @@ private:
     std::exception_ptr error_;
 };
 
+std::atomic<ThreadPool*> g_pool{nullptr};
+
+// Threads, and the state of mutexes and condition variables they were using, do not
+// survive fork(): a child process abandons the parent's pool and lazily builds its own.
+void forget_pool_in_child() { g_pool.store(nullptr); }
+
 // Never destroyed: joining workers during interpreter shutdown can deadlock, and the
 // operating system reclaims the threads at exit.
 ThreadPool& shared_pool() {
-    static ThreadPool* pool = new ThreadPool();
+    ThreadPool* pool = g_pool.load(std::memory_order_acquire);
+    if (pool) return *pool;
+    static const int registered = pthread_atfork(nullptr, nullptr, &forget_pool_in_child);
+    (void)registered;
+    ThreadPool* fresh = new ThreadPool();
+    if (g_pool.compare_exchange_strong(pool, fresh, std::memory_order_acq_rel)) return *fresh;
+    delete fresh;  // another thread won the race; no worker was started yet
     return *pool;
 }
 

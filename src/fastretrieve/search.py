@@ -166,7 +166,8 @@ def as_float32_matrix(values, name, *, allow_1d=False):
         raise ValueError(f"{name} must be {expected}, got an array of shape {array.shape}")
     if array.shape[1] == 0:
         raise ValueError(f"{name} has dimension 0: vectors need at least one component")
-    return np.ascontiguousarray(array, dtype=np.float32), was_1d and allow_1d
+    with np.errstate(over="ignore"):  # values beyond float32 become inf: reported by row below
+        return np.ascontiguousarray(array, dtype=np.float32), was_1d and allow_1d
 
 
 def check_same_dim(queries, database, names=("vecs", "database")):
@@ -179,10 +180,19 @@ def check_same_dim(queries, database, names=("vecs", "database")):
 
 def check_finite_rows(matrix, name):
     """Raise ValueError naming the first row holding NaN or infinity."""
+    # A NaN or infinity poisons its row sum, so one matrix-vector product screens every
+    # row at memory speed; the element-wise pass runs only when a sum is not finite
+    # (which a mere float32 overflow of the sum can also cause).
+    with np.errstate(over="ignore", invalid="ignore"):
+        row_sums = matrix @ np.ones(matrix.shape[1], matrix.dtype)
+    if np.isfinite(row_sums).all():
+        return
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         row = int(np.argmin(finite))
-        raise ValueError(f"{name} row {row} contains NaN or infinity")
+        raise ValueError(
+            f"{name} row {row} contains NaN or infinity (or a value beyond float32's range)"
+        )
 
 
 def pad_distance(metric):

@@ -1,0 +1,105 @@
+"""Shared fixtures: every kernel path this machine can run, and the float64 oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastretrieve import _backend, _numpy
+
+try:
+    from fastretrieve import _core, _cpp
+except ImportError:  # extension not built: the C++ paths are reported as skipped
+    _core = _cpp = None
+
+try:
+    from fastretrieve import _numba
+except ImportError:
+    _numba = None
+
+
+def _kernel_paths():
+    """(id, backend module, SIMD level or None) for each path: each ISA, each backend."""
+    paths = []
+    levels = _core.supported_levels() if _core else []
+    for level in ("scalar", "avx2", "avx512"):
+        if level in levels:
+            paths.append(pytest.param((_cpp, level), id=f"cpp-{level}"))
+        else:
+            reason = "extension not built" if _core is None else f"CPU lacks {level}"
+            paths.append(pytest.param((None, level), id=f"cpp-{level}",
+                                      marks=pytest.mark.skip(reason=reason)))
+    paths.append(pytest.param((_numba, None), id="numba",
+                              marks=[] if _numba else pytest.mark.skip(reason="numba missing")))
+    paths.append(pytest.param((_numpy, None), id="numpy"))
+    return paths
+
+
+KERNEL_PATHS = _kernel_paths()
+
+
+@pytest.fixture(params=KERNEL_PATHS)
+def kernel_path(request, monkeypatch):
+    """Makes fastretrieve.search/distances run on one backend (and SIMD level)."""
+    backend, level = request.param
+    monkeypatch.setattr(_backend, "_active", backend)
+    if level is not None:
+        previous = _core.simd_level()
+        _core.force_simd_level(level)
+        yield request.node.callspec.id
+        _core.force_simd_level(previous)
+    else:
+        yield request.node.callspec.id
+
+
+def oracle_scores(queries, database, metric):
+    """float64 brute force: squared L2, inner product or cosine (0 for zero vectors)."""
+    q = np.asarray(queries, np.float64)
+    x = np.asarray(database, np.float64)
+    if metric == "l2":
+        return ((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    dots = q @ x.T
+    if metric == "ip":
+        return dots
+    norms = np.linalg.norm(q, axis=1)[:, None] * np.linalg.norm(x, axis=1)[None, :]
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
+def assert_matches_oracle(queries, database, k, metric, distances, indices,
+                          exclude_self=False, tie_rtol=1e-6):
+    """Check (distances, indices) against the float64 oracle.
+
+    Indices must equal the oracle's (ties by lower index) except where the two candidates'
+    exact distances are within ``tie_rtol`` relative; distances within 1e-4 relative.
+    """
+    exact = oracle_scores(queries, database, metric)
+    key = exact if metric == "l2" else -exact  # smaller is better
+    n_queries, total = key.shape
+    if exclude_self:
+        key[np.arange(n_queries), np.arange(n_queries)] = np.inf
+    n_valid = min(k, total - int(exclude_self))
+    assert distances.shape == (n_queries, k) and indices.shape == (n_queries, k)
+    assert distances.dtype == np.float32 and indices.dtype == np.int64
+
+    order = np.lexsort((np.broadcast_to(np.arange(total), key.shape), key), axis=-1)[:, :n_valid]
+    expected_key = np.take_along_axis(key, order, axis=1)
+    got = indices[:, :n_valid]
+    assert (got >= 0).all() and (got < total).all(), "index out of range"
+    for row in got:
+        assert len(set(row.tolist())) == n_valid, "a neighbour is returned twice"
+    got_key = np.take_along_axis(key, got, axis=1)
+    scale = np.abs(expected_key).max(initial=0.0) + 1e-30
+    # Every returned neighbour is as good as the oracle's at that rank, up to the tie band.
+    np.testing.assert_allclose(got_key, expected_key, rtol=0, atol=tie_rtol * scale + 1e-12)
+    mismatch = got != order
+    assert np.all(np.abs(got_key - expected_key)[mismatch] <= tie_rtol * scale + 1e-12)
+    # Reported distances are the neighbours' true distances.
+    reported = distances[:, :n_valid].astype(np.float64)
+    reported_key = reported if metric == "l2" else -reported
+    np.testing.assert_allclose(reported_key, got_key, rtol=1e-4, atol=1e-5 * scale)
+    # Best first; exact ties by lower index.
+    assert np.all(np.diff(reported_key, axis=1) >= -1e-5 * scale)
+    # Padding beyond the candidates.
+    pad = np.inf if metric == "l2" else -np.inf
+    assert np.all(indices[:, n_valid:] == -1)
+    assert np.all(distances[:, n_valid:] == pad)
