@@ -1,0 +1,516 @@
+"""`Index`: vectors with int64 ids and JSON metadata, exact search, safe persistence.
+
+Storage
+    Rows live in one contiguous buffer per column (codes, squared norms, ids). When a
+    buffer is full it is reallocated to ``n + n // 10`` rows for ``n`` live rows, never
+    doubled, so the vector storage stays within 1.1 x N x dim x itemsize bytes (plus
+    12 bytes per row for the id and the norm cache, plus metadata and an id lookup
+    table). Growing by 10 % copies each row about ten times over the life of an index
+    built one row at a time; a batch ``add`` allocates once. While a buffer is being
+    replaced the old and the new one exist together.
+
+Concurrency
+    Any number of threads may call `search`, `get`, `get_metadata`, `save`, ``len`` and
+    ``in`` while one thread calls `add` and `remove` (writers are serialised by a lock,
+    so several writer threads are safe too, one after the other). Every modification
+    publishes a new immutable snapshot (a view of the live rows, their norms and ids)
+    by a single reference assignment; a search works on the snapshot it picked up, so it
+    sees the index before or after each `add`/`remove`, never in between. Appends write
+    rows beyond the published count and then publish; removals and replacements build
+    new buffers (copy-on-write), so rows a reader can see are never written. Searches
+    run without the GIL in the kernels, in parallel with each other and with writers.
+    `get`, `get_metadata` and ``in`` take the writer lock briefly (they wait for a
+    modification in progress); `search` and ``len`` never wait.
+    `version` counts modifications: each `add` or `remove` call that changes the index
+    increments it by exactly one.
+
+Low precision
+    float16, bfloat16 and int8 storage (see :mod:`fastretrieve.quantize`) is searched by
+    decoding a bounded block of rows at a time to float32 and searching it exactly, so
+    results are exact with respect to the stored, decoded vectors -- the vectors `get`
+    returns. Their distance to the original float32 vectors is the codec's rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _backend
+from .index_format import IndexFormatError, first_duplicate, read_index, write_index
+from .quantize import make_codec, storage_dtype_name
+from .search import (
+    as_float32_matrix,
+    check_finite_rows,
+    check_k,
+    check_metric,
+    check_same_dim,
+    check_threads,
+    knn,
+    pad_distance,
+)
+
+__all__ = ["Index", "IndexFormatError"]
+
+_MAX_ID = int(np.iinfo(np.int64).max)
+
+# Low-precision search decodes at most this many bytes of float32 rows at a time, so the
+# extra memory of a search is bounded whatever the index size.
+DECODE_BLOCK_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What one search sees: immutable views of the live rows, published atomically."""
+
+    codes: np.ndarray  # (count, dim) in the storage dtype
+    norms: np.ndarray  # (count,) float32 squared norms of the decoded rows
+    ids: np.ndarray  # (count,) int64
+    version: int
+
+
+def _read_only(array):
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def _capacity_for(rows):
+    return rows + rows // 10
+
+
+class Index:
+    """Vectors with int64 ids and optional JSON metadata, searched exactly.
+
+    Parameters
+    ----------
+    dim : int
+        Dimension of the vectors, >= 1.
+    metric : {"cosine", "l2", "ip"}
+        As in :func:`fastretrieve.search`. Cosine indexes store unit-normalised vectors
+        (a zero vector stays zero and has similarity 0 with everything); `get` returns
+        the normalised vectors and the search returns cosine similarities.
+    dtype : {"float32", "float16", "bfloat16", "int8"}
+        Storage precision; see :mod:`fastretrieve.quantize`. For int8 the quantiser is
+        fitted on the first `add`.
+
+    Ids are non-negative int64 (-1 marks padding in search results). Re-adding an id
+    that is already present replaces its vector and metadata. Automatically assigned ids
+    continue after the largest id the index has ever held, so they never collide with
+    an existing id, nor reuse a removed one.
+    """
+
+    def __init__(self, dim, metric="cosine", dtype="float32"):
+        if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(f"dim must be an integer, got {type(dim).__name__}")
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self._dim = int(dim)
+        self._metric = check_metric(metric)
+        self._dtype = storage_dtype_name(dtype)
+        self._codec = make_codec(self._dtype)
+        self._write_lock = threading.Lock()
+        self._next_auto_id = 0
+        self._metadata = {}
+        self._positions = {}  # id -> row; None until first needed after a load
+        empty = np.empty((0, self._dim), self._codec.stored_dtype)
+        self._buffers = (empty, np.empty(0, np.float32), np.empty(0, np.int64))
+        self._publish(0, version=0)
+
+    # -- properties -----------------------------------------------------------------
+
+    @property
+    def dim(self):
+        """Dimension of the vectors."""
+        return self._dim
+
+    @property
+    def metric(self):
+        """``"l2"``, ``"ip"`` or ``"cosine"``."""
+        return self._metric
+
+    @property
+    def dtype(self):
+        """Storage precision: ``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"int8"``."""
+        return self._dtype
+
+    @property
+    def ids(self):
+        """The ids in storage order, a read-only int64 array (a snapshot)."""
+        return self._snapshot.ids
+
+    @property
+    def version(self):
+        """Number of modifications so far; increases by one with each `add` or `remove`."""
+        return self._snapshot.version
+
+    def __len__(self):
+        return len(self._snapshot.ids)
+
+    def __contains__(self, item_id):
+        with self._write_lock:
+            return int(item_id) in self._position_map()
+
+    def __repr__(self):
+        return (
+            f"Index(dim={self._dim}, metric={self._metric!r}, dtype={self._dtype!r}, "
+            f"count={len(self)})"
+        )
+
+    # -- modification -----------------------------------------------------------------
+
+    def add(self, vecs, ids=None, metadata=None):
+        """Add vectors, replacing those whose id is already present.
+
+        Parameters
+        ----------
+        vecs : array-like, shape (n, dim) or (dim,)
+            Real numbers, finite (a NaN or infinity raises ValueError naming the row).
+        ids : array-like of int, optional
+            Non-negative, unique within the call. Default: new ids after the largest
+            the index has ever held.
+        metadata : sequence, optional
+            One JSON-serialisable value per vector (e.g. the source file path), or None
+            for none. Values are stored as their JSON round trip (tuples become lists,
+            dict keys strings), exactly what a saved and loaded index returns.
+
+        Returns
+        -------
+        ndarray of int64
+            The ids of the added vectors, in order.
+
+        Replacing ids copies the whole storage (copy-on-write, for concurrent readers);
+        add replacements in batches rather than one at a time.
+        """
+        rows, _ = as_float32_matrix(vecs, "vecs", allow_1d=True)
+        check_same_dim(rows, np.empty((0, self._dim)), names=("vecs", "index"))
+        check_finite_rows(rows, "vecs")
+        values = _json_values(metadata, len(rows))
+        if self._metric == "cosine":
+            rows = _normalised(rows)
+        given_ids = None if ids is None else _id_array(ids, "ids", count=len(rows))[0]
+        if given_ids is not None:
+            _reject_duplicates(given_ids, "ids")
+        with self._write_lock:
+            if given_ids is None:
+                given_ids = self._auto_ids(len(rows))
+            if len(rows) == 0:
+                return given_ids
+            codec = self._codec if self._codec.fitted else self._codec.fitted_to(rows)
+            codes = codec.encode(rows)
+            with np.errstate(over="ignore"):  # an overflow is reported just below
+                norms = _sqnorms(codec.decode(codes))
+            overflow = ~np.isfinite(norms)
+            if overflow.any():
+                raise ValueError(
+                    f"vecs row {int(np.argmax(overflow))} has a squared norm beyond the "
+                    "float32 range"
+                )
+            self._codec = codec
+            self._store(codes, norms, given_ids)
+            if not self._metadata and all(value is None for value in values):
+                values = ()  # the common case, an index without metadata: nothing to update
+            for item_id, value in zip(given_ids.tolist(), values):
+                if value is None:
+                    self._metadata.pop(item_id, None)
+                else:
+                    self._metadata[item_id] = value
+            self._next_auto_id = max(self._next_auto_id, int(given_ids.max()) + 1)
+            return given_ids
+
+    def remove(self, ids):
+        """Remove vectors by id. An unknown id raises KeyError naming it (and nothing is
+        removed). The storage is compacted: a copy of the remaining rows replaces it
+        (copy-on-write, for concurrent readers), so remove in batches."""
+        doomed, _ = _id_array(ids, "ids")
+        _reject_duplicates(doomed, "ids")
+        if doomed.size == 0:
+            return
+        with self._write_lock:
+            positions = self._position_map()
+            rows = np.array([_position_of(positions, i) for i in doomed.tolist()], np.int64)
+            count = len(self._snapshot.ids)
+            remaining = count - len(rows)
+            # Fill each hole below the new end with a surviving row from the tail, so only
+            # the moved rows change position (and the id table is updated for them alone).
+            removed = np.zeros(count, bool)
+            removed[rows] = True
+            holes = np.flatnonzero(removed[:remaining])
+            movers = remaining + np.flatnonzero(~removed[remaining:])
+            codes, norms, item_ids = self._allocate(_capacity_for(remaining))
+            snapshot = self._snapshot
+            current = (snapshot.codes, snapshot.norms, snapshot.ids)
+            for new, old in zip((codes, norms, item_ids), current):
+                new[:remaining] = old[:remaining]
+                new[holes] = old[movers]
+            self._buffers = (codes, norms, item_ids)
+            for item_id in doomed.tolist():
+                del positions[item_id]
+                self._metadata.pop(item_id, None)
+            for hole, mover in zip(holes.tolist(), movers.tolist()):
+                positions[int(snapshot.ids[mover])] = hole
+            self._publish(remaining)
+
+    # -- queries ------------------------------------------------------------------------
+
+    def search(self, vecs, k, *, threads=None):
+        """The k nearest stored vectors of each query, exactly.
+
+        Returns ``(distances, ids)``: float32 and int64 arrays of shape (n, k), best
+        first, with the metric's conventions of :func:`fastretrieve.search` (equal
+        distances: the row stored first wins). Missing neighbours (k > len(index)) are
+        padded with id -1 and distance +inf (l2) or -inf (ip, cosine). A 1-D query
+        gives 1-D results.
+        """
+        k = check_k(k)
+        threads = check_threads(threads)
+        queries, single = as_float32_matrix(vecs, "vecs", allow_1d=True)
+        check_same_dim(queries, np.empty((0, self._dim)), names=("vecs", "index"))
+        check_finite_rows(queries, "vecs")
+        snapshot = self._snapshot
+        n = len(queries)
+        if n == 0 or len(snapshot.ids) == 0:
+            distances = np.full((n, k), pad_distance(self._metric), np.float32)
+            found_ids = np.full((n, k), -1, np.int64)
+            return (distances[0], found_ids[0]) if single else (distances, found_ids)
+        if self._dtype == "float32":
+            distances, positions = knn(
+                queries, snapshot.codes, k, self._metric, threads,
+                database_sqnorms=snapshot.norms,
+            )
+        else:
+            distances, positions = self._search_decoded(queries, snapshot, k, threads)
+        found_ids = np.where(positions >= 0, snapshot.ids[np.maximum(positions, 0)], -1)
+        if single:
+            return distances[0], found_ids[0]
+        return distances, found_ids
+
+    def get(self, ids):
+        """The stored vectors (decoded to float32; normalised for cosine) of ``ids``, in
+        order: shape (len(ids), dim), or (dim,) for one id. KeyError for an unknown id."""
+        wanted, single = _id_array(ids, "ids")
+        with self._write_lock:
+            positions = self._position_map()
+            rows = [_position_of(positions, i) for i in wanted.tolist()]
+            codes = self._snapshot.codes[rows]
+        vectors = self._codec.decode(codes)
+        return vectors[0] if single else vectors
+
+    def get_metadata(self, ids):
+        """The metadata of one id (a value, or None when it has none), or a list of them
+        for a sequence of ids. KeyError for an unknown id. Returns copies."""
+        wanted, single = _id_array(ids, "ids")
+        with self._write_lock:
+            positions = self._position_map()
+            for item_id in wanted.tolist():
+                _position_of(positions, item_id)
+            values = [copy.deepcopy(self._metadata.get(i)) for i in wanted.tolist()]
+        return values[0] if single else values
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def save(self, path):
+        """Write the index to ``path`` atomically (see :mod:`fastretrieve.index_format`).
+
+        A crash or kill at any moment leaves either the previous file or the new one.
+        Works for memory-mapped indexes too, including saving over the file mapped.
+        Concurrent searches continue; modifications wait until the snapshot is taken.
+        """
+        with self._write_lock:
+            snapshot = self._snapshot
+            quantizer = self._codec.state()
+            next_auto_id = self._next_auto_id
+            metadata_json = json.dumps(
+                {str(i): v for i, v in self._metadata.items()},
+                ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+            ).encode("utf-8")
+        write_index(
+            path, dim=self._dim, metric=self._metric, dtype=self._dtype,
+            next_auto_id=next_auto_id, vectors=snapshot.codes, norms=snapshot.norms,
+            ids=snapshot.ids, quantizer=quantizer, metadata_json=metadata_json,
+        )
+
+    @classmethod
+    def load(cls, path, mmap=True, *, verify=False):
+        """Load an index saved by `save`.
+
+        With ``mmap=True`` the vectors are memory-mapped read-only: loading reads only
+        the header, ids, norms and metadata, so a multi-GB index opens in a fraction of
+        a second with little resident memory; pages are read as searches touch them.
+        The first `add` or `remove` copies the vectors into memory (the file is never
+        written). The vectors' checksum is verified only with ``verify=True`` (which
+        reads them all); every other section is always verified. Keep a mapped file in
+        place: replacing it with `save` is safe, truncating it in place is not.
+
+        With ``mmap=False`` everything is read into memory and verified.
+
+        Raises IndexFormatError (a ValueError) when the file is not a valid index.
+        """
+        stored = read_index(path, mmap=mmap, verify=verify)
+        index = cls(stored.dim, stored.metric, stored.dtype)
+        index._codec = make_codec(stored.dtype, stored.quantizer)
+        index._next_auto_id = stored.next_auto_id
+        index._metadata = stored.metadata
+        index._positions = None  # built on first need: a search-only load never pays for it
+        index._buffers = (stored.vectors, stored.norms, stored.ids)
+        index._publish(len(stored.ids), version=0)
+        return index
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _publish(self, count, *, version=None):
+        codes, norms, ids = self._buffers
+        if version is None:
+            version = self._snapshot.version + 1
+        self._snapshot = _Snapshot(
+            _read_only(codes[:count]), _read_only(norms[:count]), _read_only(ids[:count]), version
+        )
+
+    def _allocate(self, capacity):
+        return (
+            np.empty((capacity, self._dim), self._codec.stored_dtype),
+            np.empty(capacity, np.float32),
+            np.empty(capacity, np.int64),
+        )
+
+    def _position_map(self):
+        if self._positions is None:
+            ids = self._snapshot.ids
+            self._positions = dict(zip(ids.tolist(), range(len(ids))))
+        return self._positions
+
+    def _auto_ids(self, count):
+        if self._next_auto_id + count - 1 > _MAX_ID:
+            raise OverflowError("no automatic ids left: the index has held id 2**63 - 1")
+        return np.arange(self._next_auto_id, self._next_auto_id + count, dtype=np.int64)
+
+    def _store(self, codes, norms, new_ids):
+        """Write rows for ``new_ids`` (replacing present ones) and publish."""
+        positions = self._position_map()
+        snapshot = self._snapshot
+        count = len(snapshot.ids)
+        existing = np.array([positions.get(i, -1) for i in new_ids.tolist()], np.int64)
+        replaced = existing >= 0
+        appended = ~replaced
+        total = count + int(appended.sum())
+        buffers = self._buffers
+        in_place = (
+            not replaced.any() and total <= len(buffers[2]) and buffers[0].flags.writeable
+        )
+        if not in_place:
+            # Copy-on-write: readers of the current snapshot keep the old buffers intact.
+            buffers = self._allocate(_capacity_for(total))
+            for new, old in zip(buffers, (snapshot.codes, snapshot.norms, snapshot.ids)):
+                new[:count] = old
+        targets = existing.copy()
+        targets[appended] = np.arange(count, total)
+        # Pure appends fill one contiguous range: a slice copy, much faster than scattering.
+        rows = slice(count, total) if not replaced.any() else targets
+        for stored, values in zip(buffers, (codes, norms, new_ids)):
+            stored[rows] = values
+        self._buffers = buffers
+        positions.update(zip(new_ids[appended].tolist(), targets[appended].tolist()))
+        self._publish(total)
+
+    def _search_decoded(self, queries, snapshot, k, threads):
+        """Exact search over low-precision rows, decoded one bounded block at a time."""
+        n, count = len(queries), len(snapshot.ids)
+        block_rows = max(1, DECODE_BLOCK_BYTES // (4 * self._dim))
+        descending = self._metric != "l2"
+        best_distances = np.empty((n, 0), np.float32)
+        best_positions = np.empty((n, 0), np.int64)
+        for start in range(0, count, block_rows):
+            stop = min(start + block_rows, count)
+            block = self._codec.decode(snapshot.codes[start:stop])
+            distances, positions = knn(
+                queries, block, min(k, stop - start), self._metric, threads,
+                database_sqnorms=snapshot.norms[start:stop],
+            )
+            distances = np.concatenate([best_distances, distances], axis=1)
+            positions = np.concatenate([best_positions, positions + start], axis=1)
+            # Best first; equal distances by lower position, as the kernel orders them.
+            key = -distances if descending else distances
+            order = np.lexsort((positions, key), axis=1)[:, :k]
+            best_distances = np.take_along_axis(distances, order, axis=1)
+            best_positions = np.take_along_axis(positions, order, axis=1)
+        missing = k - best_distances.shape[1]
+        if missing:
+            best_distances = np.pad(
+                best_distances, ((0, 0), (0, missing)), constant_values=pad_distance(self._metric)
+            )
+            best_positions = np.pad(best_positions, ((0, 0), (0, missing)), constant_values=-1)
+        return best_distances, best_positions
+
+
+def _sqnorms(rows):
+    """Squared row norms by the active backend: the cache its kernels expect."""
+    return _backend.active_backend().sqnorms(np.ascontiguousarray(rows, np.float32), 0)
+
+
+def _normalised(rows):
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+    return (rows / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
+
+
+def _id_array(ids, name, *, count=None):
+    """Validate ids: (int64 1-D array, whether a scalar was given)."""
+    array = np.asarray(ids)
+    single = array.ndim == 0
+    if array.size == 0 and array.dtype.kind == "f":  # np.asarray([]) is float64
+        array = array.astype(np.int64)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integers, got dtype {array.dtype}")
+    array = array.reshape(1) if single else array
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    if count is not None and len(array) != count:
+        raise ValueError(f"{name} has {len(array)} entries for {count} vectors")
+    if array.size and (array.dtype.kind == "u" and int(array.max()) > _MAX_ID):
+        raise ValueError(f"{name} holds {int(array.max())}, beyond the int64 range")
+    array = array.astype(np.int64)
+    if array.size and array.min() < 0:
+        raise ValueError(f"{name} must be >= 0 (-1 marks padding), got {int(array.min())}")
+    return array, single
+
+
+def _reject_duplicates(ids, name):
+    duplicate = first_duplicate(ids)
+    if duplicate is not None:
+        raise ValueError(f"{name} holds id {duplicate} more than once")
+
+
+def _position_of(positions, item_id):
+    try:
+        return positions[item_id]
+    except KeyError:
+        raise KeyError(f"id {item_id} is not in the index") from None
+
+
+def _json_values(metadata, count):
+    """Metadata as its JSON round trip, one value (or None) per vector."""
+    if metadata is None:
+        return [None] * count
+    if isinstance(metadata, (str, bytes)) or not isinstance(metadata, Sequence):
+        raise TypeError(
+            "metadata must be a sequence with one JSON value per vector, "
+            f"got {type(metadata).__name__}"
+        )
+    values = list(metadata)
+    if len(values) != count:
+        raise ValueError(f"metadata has {len(values)} entries for {count} vectors")
+    try:
+        return json.loads(json.dumps(values, allow_nan=False))
+    except (TypeError, ValueError):
+        for row, value in enumerate(values):
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as error:
+                raise TypeError(
+                    f"metadata for row {row} is not JSON-serialisable: {error}"
+                ) from None
+        raise

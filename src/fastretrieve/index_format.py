@@ -1,0 +1,423 @@
+"""The on-disk format of an `Index`: writing it atomically, reading it defensively.
+
+Format version 1, all integers little-endian. A file is a 256-byte header followed by
+five sections in this order, each starting at the next multiple of 64 bytes (the gaps
+are zero bytes), and ends exactly where the last section ends:
+
+====  ======  ===========================================================================
+off   size    header field
+====  ======  ===========================================================================
+0     8       magic ``b"\\x89FRINDX\\n"``
+8     u32     format version (1)
+12    u32     header size in bytes (256)
+16    u32     dim (>= 1)
+20    u32     flags (0; a reader rejects unknown bits)
+24    8       metric, ASCII, NUL-padded: ``l2``, ``ip`` or ``cosine``
+32    8       storage dtype, ASCII, NUL-padded: ``float32``, ``float16``, ``bfloat16``,
+              ``int8``
+40    u64     count: number of vectors
+48    u64     next automatically assigned id (greater than every id in the file)
+56    5x24    section table, in section order: u64 offset, u64 length, u32 CRC-32
+              (zlib) of the section's bytes, u32 zero
+176   76      zero
+252   u32     CRC-32 of header bytes 0..251
+====  ======  ===========================================================================
+
+Sections:
+
+1. vectors: count x dim codes, row-major. float32 ``<f4``, float16 ``<f2``, bfloat16
+   ``<u2`` (upper 16 bits of a float32), int8 ``i1`` (decoded by the quantiser).
+2. norms: count float32 ``<f4``, the squared L2 norm of each decoded row (a search cache).
+3. ids: count int64 ``<i8``, unique and >= 0.
+4. quantiser: for int8 (once fitted) a float32 (2, dim) array ``[low, step]``, with
+   ``x = low[j] + (code + 128) * step[j]`` in float32; empty for the other dtypes.
+5. metadata: a UTF-8 JSON object mapping decimal id strings to JSON values.
+
+Cosine indexes store unit-normalised rows (zero rows stay zero).
+
+Every checksum is verified on load except the vectors section's when the file is
+memory-mapped (verifying would read the whole file); ``verify=True`` checks it too.
+CRC-32 detects accidental corruption, not deliberate tampering. Safety against untrusted
+files comes from the format itself: no code is ever deserialised, and every size is
+checked against the file's real size before anything is allocated or mapped.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap as mmap_module
+import os
+import secrets
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .quantize import STORAGE_DTYPES
+from .search import METRICS
+
+MAGIC = b"\x89FRINDX\n"
+FORMAT_VERSION = 1
+HEADER_SIZE = 256
+ALIGNMENT = 64
+SECTIONS = ("vectors", "norms", "ids", "quantizer", "metadata")
+
+_FIXED = struct.Struct("<8sIIII8s8sQQ")  # magic .. next id: bytes 0..55
+_SECTION = struct.Struct("<QQII")
+_TABLE_START = _FIXED.size
+_TABLE_END = _TABLE_START + len(SECTIONS) * _SECTION.size
+_CRC_OFFSET = HEADER_SIZE - 4
+_MAX_ID = np.iinfo(np.int64).max
+_CHUNK_BYTES = 16 << 20  # checksum and write big sections piecewise, never a full copy
+
+_CODE_DTYPES = {
+    "float32": np.dtype("<f4"),
+    "float16": np.dtype("<f2"),
+    "bfloat16": np.dtype("<u2"),
+    "int8": np.dtype("i1"),
+}
+
+
+class IndexFormatError(ValueError):
+    """A file is not a valid fastretrieve index: the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class StoredIndex:
+    """The contents of an index file, validated."""
+
+    dim: int
+    metric: str
+    dtype: str
+    next_auto_id: int
+    vectors: np.ndarray  # (count, dim) codes; read-only and file-backed when mapped
+    norms: np.ndarray  # (count,) float32
+    ids: np.ndarray  # (count,) int64
+    quantizer: np.ndarray  # float32, (2, dim) or empty
+    metadata: dict  # id -> JSON value
+
+
+def _aligned(offset):
+    return -(-offset // ALIGNMENT) * ALIGNMENT
+
+
+def _layout(lengths):
+    """Offsets of the sections when each starts at the next aligned position."""
+    offsets, position = [], HEADER_SIZE
+    for length in lengths:
+        position = _aligned(position)
+        offsets.append(position)
+        position += length
+    return offsets, position
+
+
+def _as_bytes(array):
+    """A flat byte view of a C-contiguous array (no copy, works for read-only maps)."""
+    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+
+
+def _checksum(data):
+    crc = 0
+    for start in range(0, len(data), _CHUNK_BYTES):
+        crc = zlib.crc32(data[start : start + _CHUNK_BYTES], crc)
+    return crc
+
+
+def write_index(path, *, dim, metric, dtype, next_auto_id, vectors, norms, ids, quantizer,
+                metadata_json):
+    """Write an index file atomically: a temporary file in the same directory, flushed and
+    fsynced, renamed over ``path``, then the directory fsynced. A crash at any moment
+    leaves either the previous file or the new one at ``path`` (plus, at worst, a stray
+    ``.<name>.*.tmp`` file next to it)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    payloads = [
+        _as_bytes(vectors.astype(_CODE_DTYPES[dtype], copy=False)),
+        _as_bytes(norms.astype("<f4", copy=False)),
+        _as_bytes(ids.astype("<i8", copy=False)),
+        _as_bytes(quantizer.astype("<f4", copy=False)),
+        memoryview(metadata_json),
+    ]
+    offsets, _ = _layout([len(p) for p in payloads])
+    temporary = os.path.join(
+        directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    )
+    # O_EXCL: never follow or clobber someone else's file; mode 0o666 lets the umask decide
+    # permissions as for any file the user creates.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            table = []
+            file.write(bytes(HEADER_SIZE))  # placeholder until the checksums are known
+            for offset, payload in zip(offsets, payloads):
+                file.write(bytes(offset - file.tell()))
+                crc = 0
+                for start in range(0, len(payload), _CHUNK_BYTES):
+                    chunk = payload[start : start + _CHUNK_BYTES]
+                    crc = zlib.crc32(chunk, crc)
+                    file.write(chunk)
+                table.append((offset, len(payload), crc))
+            file.seek(0)
+            file.write(_header(dim, metric, dtype, len(ids), next_auto_id, table))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def _header(dim, metric, dtype, count, next_auto_id, table):
+    header = bytearray(HEADER_SIZE)
+    _FIXED.pack_into(
+        header, 0, MAGIC, FORMAT_VERSION, HEADER_SIZE, dim, 0,
+        metric.encode("ascii"), dtype.encode("ascii"), count, next_auto_id,
+    )
+    for number, (offset, length, crc) in enumerate(table):
+        _SECTION.pack_into(header, _TABLE_START + number * _SECTION.size, offset, length, crc, 0)
+    struct.pack_into("<I", header, _CRC_OFFSET, zlib.crc32(header[:_CRC_OFFSET]))
+    return bytes(header)
+
+
+def _fsync_directory(directory):
+    """Make the rename itself durable (POSIX); directories cannot be opened on Windows."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def read_index(path, *, mmap, verify):
+    """Read and validate an index file; raise IndexFormatError for anything wrong.
+
+    With ``mmap`` the vectors are mapped read-only, not read; their checksum is
+    verified only when ``verify`` is true. Without ``mmap`` everything is read and
+    verified.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as file:
+        file_size = os.fstat(file.fileno()).st_size
+        header = _read_exact(file, 0, min(file_size, HEADER_SIZE), "header")
+        fields = _parse_header(header, file_size)
+        dim, dtype, count = fields["dim"], fields["dtype"], fields["count"]
+        table = fields["table"]
+        _check_gaps(file, table)
+
+        norms = _read_section(file, table, "norms", np.dtype("<f4"))
+        ids = _read_section(file, table, "ids", np.dtype("<i8"))
+        quantizer = _read_section(file, table, "quantizer", np.dtype("<f4"))
+        metadata_bytes = bytes(_read_section(file, table, "metadata", np.dtype("u1")))
+        _check_ids(ids, fields["next_auto_id"])
+        if not (np.isfinite(norms).all() and (norms >= 0).all()):
+            raise IndexFormatError(f"{path}: the norms section holds negative or non-finite values")
+        quantizer = _check_quantizer(quantizer, dtype, dim, count)
+        metadata = _parse_metadata(metadata_bytes, ids)
+
+        code_dtype = _CODE_DTYPES[dtype]
+        if not mmap:
+            vectors = _read_section(file, table, "vectors", code_dtype)
+        elif count == 0:
+            vectors = np.empty(0, code_dtype)
+        else:
+            offset, length, crc = table["vectors"]
+            mapping = mmap_module.mmap(file.fileno(), 0, access=mmap_module.ACCESS_READ)
+            vectors = np.frombuffer(mapping, code_dtype, count * dim, offset)
+            if verify and _checksum(_as_bytes(vectors)) != crc:
+                raise IndexFormatError(
+                    f"{path}: checksum mismatch in the vectors section: the file is corrupt"
+                )
+    return StoredIndex(
+        dim=dim,
+        metric=fields["metric"],
+        dtype=dtype,
+        next_auto_id=fields["next_auto_id"],
+        vectors=vectors.reshape(count, dim),
+        norms=norms,
+        ids=ids,
+        quantizer=quantizer,
+        metadata=metadata,
+    )
+
+
+def _read_exact(file, offset, length, what):
+    file.seek(offset)
+    data = file.read(length)
+    if len(data) != length:
+        raise IndexFormatError(f"the file is truncated: the {what} is incomplete")
+    return data
+
+
+def _parse_header(header, file_size):
+    if len(header) < len(MAGIC) or header[: len(MAGIC)] != MAGIC:
+        raise IndexFormatError("not a fastretrieve index file (wrong magic bytes)")
+    if len(header) < 16:
+        raise IndexFormatError("the file is truncated: the header is incomplete")
+    version, header_size = struct.unpack_from("<II", header, 8)
+    if version > FORMAT_VERSION:
+        raise IndexFormatError(
+            f"index format version {version} is newer than this fastretrieve supports "
+            f"({FORMAT_VERSION}); upgrade fastretrieve to read it"
+        )
+    if version < 1:
+        raise IndexFormatError(f"invalid index format version {version}")
+    if header_size != HEADER_SIZE:
+        raise IndexFormatError(f"invalid header size {header_size} for format version {version}")
+    if len(header) < HEADER_SIZE:
+        raise IndexFormatError("the file is truncated: the header is incomplete")
+    (stored_crc,) = struct.unpack_from("<I", header, _CRC_OFFSET)
+    if zlib.crc32(header[:_CRC_OFFSET]) != stored_crc:
+        raise IndexFormatError("checksum mismatch in the header: the file is corrupt")
+
+    _, _, _, dim, flags, metric, dtype, count, next_auto_id = _FIXED.unpack_from(header, 0)
+    metric, dtype = _ascii_field(metric, "metric"), _ascii_field(dtype, "dtype")
+    if flags != 0:
+        raise IndexFormatError(f"unknown header flags {flags:#x}")
+    if any(header[_TABLE_END:_CRC_OFFSET]):
+        raise IndexFormatError("reserved header bytes are not zero")
+    if metric not in METRICS:
+        raise IndexFormatError(f"unknown metric {metric!r} in the header")
+    if dtype not in STORAGE_DTYPES:
+        raise IndexFormatError(f"unknown storage dtype {dtype!r} in the header")
+    if dim < 1:
+        raise IndexFormatError("dimension 0 in the header")
+
+    table = {}
+    for number, name in enumerate(SECTIONS):
+        offset, length, crc, reserved = _SECTION.unpack_from(
+            header, _TABLE_START + number * _SECTION.size
+        )
+        if reserved:
+            raise IndexFormatError(f"reserved field of the {name} section entry is not zero")
+        table[name] = (offset, length, crc)
+
+    # Python integers: a forged count or dim cannot overflow these products.
+    quantizer_length = 8 * dim if dtype == "int8" and table["quantizer"][1] else 0
+    expected = {
+        "vectors": count * dim * _CODE_DTYPES[dtype].itemsize,
+        "norms": 4 * count,
+        "ids": 8 * count,
+        "quantizer": quantizer_length,
+    }
+    for name, length in expected.items():
+        if table[name][1] != length:
+            raise IndexFormatError(
+                f"dimension/count mismatch: the {name} section holds {table[name][1]} bytes, "
+                f"but dim={dim}, count={count}, dtype={dtype} need {length}"
+            )
+    offsets, end = _layout([table[name][1] for name in SECTIONS])
+    for name, offset in zip(SECTIONS, offsets):
+        if table[name][0] != offset:
+            raise IndexFormatError(
+                f"the {name} section is at offset {table[name][0]}, expected {offset}"
+            )
+    if file_size < end:
+        raise IndexFormatError(
+            f"the file is truncated: {file_size} bytes, but its header describes {end} "
+            f"(dim={dim}, count={count})"
+        )
+    if file_size > end:
+        raise IndexFormatError(f"{file_size - end} unexpected bytes after the last section")
+    return {
+        "dim": dim, "metric": metric, "dtype": dtype, "count": count,
+        "next_auto_id": next_auto_id, "table": table,
+    }
+
+
+def _ascii_field(raw, name):
+    text = raw.rstrip(b"\0")
+    if b"\0" in text:
+        raise IndexFormatError(f"malformed {name} field in the header")
+    try:
+        return text.decode("ascii")
+    except UnicodeDecodeError:
+        raise IndexFormatError(f"malformed {name} field in the header") from None
+
+
+def _check_gaps(file, table):
+    position = HEADER_SIZE
+    for name in SECTIONS:
+        offset, length, _ = table[name]
+        if any(_read_exact(file, position, offset - position, "padding")):
+            raise IndexFormatError(f"non-zero padding bytes before the {name} section")
+        position = offset + length
+
+
+def _read_section(file, table, name, dtype):
+    offset, length, crc = table[name]
+    array = np.empty(length // dtype.itemsize, dtype)
+    file.seek(offset)
+    if file.readinto(memoryview(array).cast("B")) != length:
+        raise IndexFormatError(f"the file is truncated: the {name} section is incomplete")
+    if _checksum(_as_bytes(array)) != crc:
+        raise IndexFormatError(f"checksum mismatch in the {name} section: the file is corrupt")
+    return array
+
+
+def _check_ids(ids, next_auto_id):
+    if ids.size == 0:
+        if next_auto_id > _MAX_ID + 1:
+            raise IndexFormatError(f"next automatic id {next_auto_id} is out of range")
+        return
+    if ids.min() < 0:
+        raise IndexFormatError("the ids section holds a negative id")
+    duplicate = first_duplicate(ids)
+    if duplicate is not None:
+        raise IndexFormatError(f"the ids section holds id {duplicate} more than once")
+    if not int(ids.max()) < next_auto_id <= _MAX_ID + 1:
+        raise IndexFormatError(
+            f"next automatic id {next_auto_id} does not exceed the largest id {int(ids.max())}"
+        )
+
+
+def first_duplicate(ids):
+    """An id occurring more than once in the int64 array ``ids``, or None."""
+    # Ids are usually stored in increasing order: one comparison pass settles it. (Sorting
+    # beats np.unique, which hashes and is several times slower on millions of ids.)
+    if (ids[1:] > ids[:-1]).all():
+        return None
+    ordered = np.sort(ids)
+    repeated = np.flatnonzero(ordered[1:] == ordered[:-1])
+    return int(ordered[repeated[0]]) if repeated.size else None
+
+
+def _check_quantizer(quantizer, dtype, dim, count):
+    if dtype != "int8":
+        return quantizer
+    if quantizer.size == 0:
+        if count:
+            raise IndexFormatError("an int8 index with vectors has no quantiser section")
+        return quantizer
+    quantizer = quantizer.reshape(2, dim)
+    if not (np.isfinite(quantizer).all() and (quantizer[1] > 0).all()):
+        raise IndexFormatError("the int8 quantiser holds non-finite values or a step <= 0")
+    return quantizer
+
+
+def _parse_metadata(raw, ids):
+    try:
+        decoded = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # includes JSON and UTF-8 errors
+        raise IndexFormatError(f"the metadata section is not valid JSON: {error}") from None
+    if not isinstance(decoded, dict):
+        raise IndexFormatError("the metadata section is not a JSON object")
+    known = set(ids.tolist()) if decoded else set()
+    metadata = {}
+    for key, value in decoded.items():
+        # At most 19 digits: every int64 fits, and int() never sees a huge digit string.
+        if not (key.isascii() and key.isdecimal() and len(key) <= 19 and str(int(key)) == key):
+            raise IndexFormatError(f"metadata key {key!r} is not a decimal id")
+        if int(key) not in known:
+            raise IndexFormatError(f"metadata for id {key}, which is not in the index")
+        metadata[int(key)] = value
+    return metadata

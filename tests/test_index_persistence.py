@@ -1,0 +1,310 @@
+"""Index persistence: round trips, mmap loading, atomic save under SIGKILL, bad files."""
+
+import hashlib
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastretrieve import Index, IndexFormatError
+from fastretrieve import index_format
+from test_index import DTYPES, METRICS, random_vectors
+
+SOURCE_DIR = Path(__file__).resolve().parents[1] / "src"
+
+
+def sample_index(dtype="float32", metric="l2", rows=60, dim=7, seed=0):
+    index = Index(dim, metric=metric, dtype=dtype)
+    index.add(
+        random_vectors(rows, dim, seed),
+        ids=np.arange(rows) * 5 + 3,
+        metadata=[
+            {"path": f"images/{i}.jpg", "tags": ["a", i]} if i % 4 else None
+            for i in range(rows)
+        ],
+    )
+    index.remove([8, 13])
+    return index
+
+
+def assert_same_index(loaded, original, queries):
+    for attribute in ("dim", "metric", "dtype"):
+        assert getattr(loaded, attribute) == getattr(original, attribute)
+    np.testing.assert_array_equal(loaded.ids, original.ids)
+    np.testing.assert_array_equal(loaded.get(original.ids), original.get(original.ids))
+    assert loaded.get_metadata(original.ids) == original.get_metadata(original.ids)
+    for expected, actual in zip(original.search(queries, 9), loaded.search(queries, 9)):
+        np.testing.assert_array_equal(actual, expected)
+
+
+def with_header_field(data, offset, fmt, value):
+    """The file bytes with one header field replaced and the header checksum redone."""
+    patched = bytearray(data)
+    struct.pack_into(fmt, patched, offset, value)
+    crc_offset = index_format.HEADER_SIZE - 4
+    struct.pack_into("<I", patched, crc_offset, zlib.crc32(patched[:crc_offset]))
+    return bytes(patched)
+
+
+# -- round trips ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_round_trip(tmp_path, dtype, metric, mmap):
+    original = sample_index(dtype, metric)
+    path = tmp_path / "items.fridx"
+    original.save(path)
+    loaded = Index.load(path, mmap=mmap)
+    assert_same_index(loaded, original, random_vectors(6, 7, seed=99))
+    # The loaded index keeps working: automatic ids continue, and it saves again.
+    new_ids = loaded.add(random_vectors(2, 7, seed=0))  # inside the int8 quantiser's range
+    assert new_ids.min() > original.ids.max()
+    loaded.remove(original.ids[:3])
+    loaded.save(tmp_path / "again.fridx")
+    assert_same_index(Index.load(tmp_path / "again.fridx"), loaded, random_vectors(6, 7, seed=97))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_index_round_trip(tmp_path, dtype):
+    Index(3, metric="ip", dtype=dtype).save(tmp_path / "empty.fridx")
+    loaded = Index.load(tmp_path / "empty.fridx")
+    assert len(loaded) == 0 and loaded.dtype == dtype
+    loaded.add(np.ones((2, 3)))
+    assert loaded.search(np.ones(3), 3)[1].tolist() == [0, 1, -1]
+
+
+def test_mapped_index_copies_on_write_and_never_touches_its_file(tmp_path):
+    path = tmp_path / "items.fridx"
+    sample_index(rows=200).save(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    loaded = Index.load(path, mmap=True)
+    mapped_before = loaded.get(loaded.ids)
+    loaded.add(random_vectors(5, 7, seed=1), ids=loaded.ids[:5])  # replacements
+    loaded.add(random_vectors(5, 7, seed=2))
+    loaded.remove(loaded.ids[10:20])
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    np.testing.assert_array_equal(Index.load(path).get(loaded.ids[20:50]), mapped_before[20:50])
+
+
+def test_saving_a_mapped_index_over_its_own_file(tmp_path):
+    path = tmp_path / "items.fridx"
+    original = sample_index(rows=100)
+    original.save(path)
+    loaded = Index.load(path, mmap=True)
+    loaded.save(path)  # the mapping keeps the old inode alive; the rename replaces the name
+    assert_same_index(Index.load(path, mmap=False), original, random_vectors(4, 7, seed=3))
+    assert_same_index(loaded, original, random_vectors(4, 7, seed=3))
+    assert sorted(os.listdir(tmp_path)) == ["items.fridx"]  # no temporary file left behind
+
+
+def test_save_creates_no_file_when_it_fails(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        sample_index().save(tmp_path / "missing-directory" / "items.fridx")
+    assert os.listdir(tmp_path) == []
+
+
+# -- bad files --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "items.fridx"
+    sample_index(dtype="int8", rows=40).save(path)
+    return path, path.read_bytes()
+
+
+def load_bytes(tmp_path, data, **options):
+    path = tmp_path / "bad.fridx"
+    path.write_bytes(data)
+    return Index.load(path, **options)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda data: b"", "not a fastretrieve index"),
+        (lambda data: b"PK\x03\x04" + bytes(300), "not a fastretrieve index"),
+        (lambda data: data[:100], "truncated"),
+        (lambda data: data[:-1], "truncated"),
+        (lambda data: data[: index_format.HEADER_SIZE + 10], "truncated"),
+        (lambda data: data + b"\0", "unexpected bytes after the last section"),
+        (lambda data: with_header_field(data, 8, "<I", 2), "format version 2 is newer"),
+        (lambda data: with_header_field(data, 8, "<I", 0), "invalid index format version 0"),
+        (lambda data: with_header_field(data, 16, "<I", 8), "dimension/count mismatch"),
+        (lambda data: with_header_field(data, 40, "<Q", 41), "dimension/count mismatch"),
+        (lambda data: with_header_field(data, 40, "<Q", 2**60), "dimension/count mismatch"),
+        (lambda data: with_header_field(data, 16, "<I", 0), "dimension 0"),
+        (lambda data: with_header_field(data, 24, "8s", b"hamming"), "unknown metric"),
+        (lambda data: with_header_field(data, 48, "<Q", 3), "does not exceed the largest id"),
+        (lambda data: data[:20] + b"\xff" + data[21:], "checksum mismatch in the header"),
+        (lambda data: data[:-3] + b"!" + data[-2:], "checksum mismatch in the metadata section"),
+    ],
+)
+def test_bad_files_raise_index_format_error(tmp_path, saved, make, message):
+    _, data = saved
+    for mmap in (True, False):
+        with pytest.raises(IndexFormatError, match=message):
+            load_bytes(tmp_path, make(data), mmap=mmap)
+
+
+def test_forged_huge_section_lengths_are_refused_before_allocating(tmp_path, saved):
+    _, data = saved
+    dim, count = 2**20, 2**40  # the vectors would need 2 ** 60 bytes
+    forged = with_header_field(with_header_field(data, 16, "<I", dim), 40, "<Q", count)
+    table = index_format._TABLE_START
+    for number, length in enumerate([count * dim, 4 * count, 8 * count, 8 * dim]):
+        forged = with_header_field(forged, table + 24 * number + 8, "<Q", length)
+    with pytest.raises(IndexFormatError):
+        load_bytes(tmp_path, forged, mmap=False)
+
+
+def test_vector_corruption_is_caught_unless_mapped_without_verification(tmp_path):
+    path = tmp_path / "items.fridx"
+    sample_index(rows=40).save(path)
+    data = bytearray(path.read_bytes())
+    data[index_format.HEADER_SIZE + 5] ^= 0x10
+    with pytest.raises(IndexFormatError, match="checksum mismatch in the vectors section"):
+        load_bytes(tmp_path, bytes(data), mmap=False)
+    with pytest.raises(IndexFormatError, match="checksum mismatch in the vectors section"):
+        load_bytes(tmp_path, bytes(data), mmap=True, verify=True)
+    assert len(load_bytes(tmp_path, bytes(data), mmap=True)) == 38  # documented: unchecked
+
+
+def test_index_format_error_is_a_value_error():
+    assert issubclass(IndexFormatError, ValueError)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_files_only_ever_raise_index_format_error(tmp_path, saved, data):
+    _, original = saved
+    if data.draw(st.booleans(), label="truncate"):
+        mutated = original[: data.draw(st.integers(0, len(original) - 1), label="length")]
+    else:
+        mutated = bytearray(original)
+        flips = data.draw(
+            st.lists(st.tuples(st.integers(0, len(original) - 1), st.integers(1, 255)),
+                     min_size=1, max_size=4, unique_by=lambda flip: flip[0]),
+            label="flips",
+        )
+        for position, mask in flips:
+            mutated[position] ^= mask
+        mutated = bytes(mutated)
+    # Fully verified loads reject every change: each byte is checked by a checksum, a
+    # zero-padding rule or the exact file length.
+    with pytest.raises(IndexFormatError):
+        load_bytes(tmp_path, mutated, mmap=False)
+    # An unverified mapped load may accept a changed vector byte: searching it must not
+    # crash (a NaN in the vectors is a ValueError naming the row).
+    try:
+        loaded = load_bytes(tmp_path, mutated, mmap=True)
+    except IndexFormatError:
+        return
+    try:
+        loaded.search(np.ones(7), 3)
+    except ValueError as error:
+        assert "NaN or infinity" in str(error)
+
+
+# -- crash safety -----------------------------------------------------------------------------
+
+_SAVER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from fastretrieve import Index
+
+    path = sys.argv[1]
+    versions = []
+    for generation in (1, 2):
+        index = Index(64, metric="l2")
+        index.add(np.full((30_000, 64), generation, np.float32), metadata=[generation] * 30_000)
+        versions.append(index)
+    print("ready", flush=True)
+    while True:
+        for index in versions:
+            index.save(path)
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
+def test_save_killed_at_random_moments_leaves_the_old_or_the_new_index(tmp_path):
+    path = tmp_path / "items.fridx"
+    old = Index(64, metric="l2")
+    old.add(np.zeros((10, 64)), metadata=[0] * 10)
+    old.save(path)
+    seen = set()
+    delays = np.random.default_rng(0).uniform(0.0, 0.08, size=20)
+    environment = dict(os.environ, PYTHONPATH=str(SOURCE_DIR))
+    for delay in delays:
+        saver = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)],
+                                 stdout=subprocess.PIPE, env=environment)
+        assert saver.stdout.readline() == b"ready\n"
+        time.sleep(delay)
+        saver.send_signal(signal.SIGKILL)
+        saver.wait()
+        saver.stdout.close()
+        loaded = Index.load(path, mmap=False)
+        generation = loaded.get_metadata(int(loaded.ids[0]))
+        seen.add(generation)
+        expected_rows = 10 if generation == 0 else 30_000
+        assert len(loaded) == expected_rows
+        np.testing.assert_array_equal(loaded.get(loaded.ids[-1]), np.full(64, generation))
+    interrupted_saves = [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+    assert interrupted_saves, "no kill landed inside a save: the test proved nothing"
+    assert seen <= {0, 1, 2} and seen & {1, 2}
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+_MAPPED_LOADER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    import psutil
+    from fastretrieve import Index
+
+    process = psutil.Process()
+    np.ones(4).sum()  # let NumPy settle its own allocations before measuring
+    before = process.memory_info().rss
+    start = time.perf_counter()
+    index = Index.load(sys.argv[1], mmap=True)
+    seconds = time.perf_counter() - start
+    after = process.memory_info().rss
+    _, found = index.search(np.full(128, 0.5, np.float32), 3)
+    print(len(index), after - before, seconds, found[0])
+    """
+)
+
+
+@pytest.mark.slow
+def test_mapped_load_of_a_large_index_is_fast_and_uses_little_memory(tmp_path):
+    rows, dim = 2_000_000, 128  # 1 GiB of float32 vectors
+    path = tmp_path / "large.fridx"
+    index = Index(dim, metric="l2")
+    index.add(np.full((rows, dim), 0.5, np.float32))
+    index.save(path)
+    del index
+    assert path.stat().st_size > rows * dim * 4
+    environment = dict(os.environ, PYTHONPATH=str(SOURCE_DIR))
+    output = subprocess.run([sys.executable, "-c", _MAPPED_LOADER, str(path)], env=environment,
+                            capture_output=True, check=True, text=True).stdout.split()
+    count, resident_growth, first = int(output[0]), int(output[1]), int(output[3])
+    seconds = float(output[2])
+    assert count == rows and first == 0
+    assert resident_growth < 64 * 2**20  # ids and norms (24 MiB) plus slack, not 1 GiB
+    assert seconds < 1.0
