@@ -59,24 +59,22 @@ void sqnorms_parallel(const KernelTable& kernels, const float* rows, std::size_t
     });
 }
 
-// Per-row factor of the selection score: squared norms for l2, inverse norms (0 for a
-// zero row) for cosine, nothing for ip. Also the only place the norms are checked.
-std::vector<float> row_factors(const KnnRequest& r, const KernelTable& kernels,
-                               std::size_t threads, BadRow& bad) {
-    if (r.metric == Metric::IP) return {};
-    std::vector<float> factors(r.n_database);
+// Per-row factors of the selection score for rows [start, start + n): squared norms for
+// l2, inverse norms (0 for a zero row) for cosine; unused for ip. Computed per block,
+// while the rows are about to be read anyway, so a search without cached norms makes a
+// single pass over the database. Returns the first row whose norm is not finite, or n.
+std::size_t block_factors(const KnnRequest& r, const KernelTable& kernels, std::size_t start,
+                          std::size_t n, float* factors) {
+    if (r.metric == Metric::IP) return n;
     if (r.database_sqnorms)
-        std::copy(r.database_sqnorms, r.database_sqnorms + r.n_database, factors.begin());
+        std::copy(r.database_sqnorms + start, r.database_sqnorms + start + n, factors);
     else
-        sqnorms_parallel(kernels, r.database, r.n_database, r.dim, threads, factors.data());
-    for (std::size_t j = 0; j < r.n_database; ++j) {
-        if (!std::isfinite(factors[j])) {
-            bad.report(j);
-            break;
-        }
+        kernels.sqnorms(r.database + start * r.dim, n, r.dim, factors);
+    for (std::size_t j = 0; j < n; ++j) {
+        if (!std::isfinite(factors[j])) return j;
         if (r.metric == Metric::Cosine) factors[j] = factors[j] > 0 ? 1.0f / std::sqrt(factors[j]) : 0.0f;
     }
-    return factors;
+    return n;
 }
 
 std::vector<float> unit_queries(const KnnRequest& r) {
@@ -113,18 +111,23 @@ double exact_distance(const float* q, const float* x, std::size_t dim, Metric me
 // query. `dots` is scratch of kQueryBlock x kRowBlock floats.
 void scan_rows(const KnnRequest& r, const KernelTable& kernels, const float* queries,
                std::size_t query_begin, std::size_t query_count, std::size_t row_begin,
-               std::size_t row_end, const float* factors, std::vector<TopK>& best,
-               std::vector<float>& dots, BadRow& bad) {
+               std::size_t row_end, std::vector<TopK>& best, std::vector<float>& dots,
+               BadRow& bad) {
     const ScoreRowFn score_row = kernels.score_row[static_cast<int>(r.metric)];
+    float factors[kRowBlock];
     for (std::size_t start = row_begin; start < row_end; start += kRowBlock) {
         const std::size_t n_rows = std::min(kRowBlock, row_end - start);
+        const std::size_t bad_norm = block_factors(r, kernels, start, n_rows, factors);
+        if (bad_norm < n_rows) {
+            bad.report(start + bad_norm);
+            return;
+        }
         kernels.dot_block(queries + query_begin * r.dim, query_count, r.database + start * r.dim,
                           n_rows, r.dim, dots.data(), kRowBlock);
         for (std::size_t i = 0; i < query_count; ++i) {
             float* scores = dots.data() + i * kRowBlock;
             bool non_finite = false;
-            const float lowest =
-                score_row(scores, factors ? factors + start : nullptr, n_rows, &non_finite);
+            const float lowest = score_row(scores, factors, n_rows, &non_finite);
             if (non_finite) {
                 for (std::size_t j = 0; j < n_rows; ++j)
                     if (!std::isfinite(scores[j])) {
@@ -193,11 +196,8 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
     }
 
     BadRow bad;
-    const std::vector<float> factors = row_factors(r, kernels, threads, bad);
-    bad.raise_if_any();
     const std::vector<float> unit = r.metric == Metric::Cosine ? unit_queries(r) : std::vector<float>();
     const float* queries = r.metric == Metric::Cosine ? unit.data() : r.queries;
-    const float* factor_ptr = factors.empty() ? nullptr : factors.data();
 
     // Few queries: split the database into chunks so every thread streams its own part
     // (bandwidth-bound), then merge per query. Many queries: one task per query block
@@ -220,8 +220,8 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
         const std::size_t row_end = std::min(r.n_database, row_begin + chunk_rows);
         std::vector<TopK> local(query_count, TopK(keep));
         std::vector<float> dots(kQueryBlock * kRowBlock);
-        scan_rows(r, kernels, queries, query_begin, query_count, row_begin, row_end, factor_ptr,
-                  local, dots, bad);
+        scan_rows(r, kernels, queries, query_begin, query_count, row_begin, row_end, local,
+                  dots, bad);
         if (n_chunks > 1) {
             best[task] = std::move(local);
             return;
