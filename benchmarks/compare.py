@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import numpy as np
 
 import fastretrieve as fr
+from fastretrieve.cli.bench import median_seconds, numpy_search
 
 # (label, database rows, dim, metric, queries, k)
 FULL_SHAPES = [
@@ -42,28 +41,6 @@ QUICK_SHAPES = [
 ]
 
 
-def median_seconds(run, repeats):
-    run()  # warm-up: first-touch page faults, thread start-up, JIT
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def numpy_search(queries, database, k, metric, database_sqnorms):
-    """The usual NumPy brute force: one matmul, argpartition, then sort the k."""
-    scores = queries @ database.T
-    if metric == "l2":
-        scores = database_sqnorms[None, :] - 2 * scores  # ranking only needs -2<q,x> + |x|^2
-    else:
-        scores = -scores
-    part = np.argpartition(scores, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)
-    return np.take_along_axis(part, order, axis=1)
-
-
 def engines(threads):
     """name -> factory(database, metric) returning search(queries, k), or a skip note."""
     found = {}
@@ -74,8 +51,7 @@ def engines(threads):
     found["fastretrieve"] = fastretrieve_engine
 
     def numpy_engine(database, metric):
-        sqnorms = (database * database).sum(1) if metric == "l2" else None
-        return lambda q, k: numpy_search(q, database, k, metric, sqnorms)
+        return lambda q, k: numpy_search(q, database, k, metric)
 
     found["numpy"] = numpy_engine
     try:

@@ -1,0 +1,162 @@
+"""``fastretrieve dedup``: groups of near-duplicate images, from the k-NN graph.
+
+Two images are near-duplicates when the cosine similarity of their vectors is at least
+the threshold. Each image's ``--neighbors`` nearest images are found with
+:func:`fastretrieve.search` (no database: the k-NN graph, each image's own match
+excluded), the pairs at or above the threshold are kept, and a group is a connected
+component of those pairs -- so copies of copies join one group, and a group may grow
+beyond ``neighbors + 1`` images through chains. Memory is the vectors plus ``N x
+neighbors`` results: no N x N matrix, so 100,000 images at 576 dimensions need about
+0.3 GB.
+
+The threshold depends on the model. For the built-in "classic" model the default,
+`CLASSIC_THRESHOLD` = 0.98, comes from ``benchmarks/bench_cli_dedup_threshold.py`` (15
+photos and 73 distractor images of scikit-image's data, 3,828 distinct pairs): at 0.98
+every JPEG re-compression (quality 30-90), 50 % resize and brightness or contrast change
+of 20 % of every photo is found, and 14 of 15 copies resized to 25 % or cropped to 85 %
+of the area; the only distinct pair above it is two grey close-ups of grass and gravel
+(0.992). At 0.975 two more distinct pairs (face crops, Hubble quadrants) pass; at 0.97,
+twenty-one. Rotations and grayscale copies fall below it. Other models have no default:
+pass ``--threshold``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from .. import Embedder, search
+from .errors import SkipReport, UsageError
+from .files import find_images
+from .image_index import load_index, model_spec
+from .indexing import add_embedder_arguments, embedder_options, positive_int
+from .output import FORMATS, write_rows
+from .progress import ProgressBar
+
+CLASSIC_THRESHOLD = 0.98
+DEFAULT_NEIGHBORS = 10
+
+EXAMPLES = f"""\
+examples:
+  fastretrieve dedup photos.fri                    # an index made by `fastretrieve index`
+  fastretrieve dedup ~/Photos --recursive          # a folder, embedded on the fly
+  fastretrieve dedup photos.fri --threshold 0.98 --format json
+
+Threshold: cosine similarity in [-1, 1]; pairs at or above it are duplicates. Default for
+the built-in model: {CLASSIC_THRESHOLD} (measured); required for any other model.
+Higher finds fewer, closer copies; lower also finds looser edits (and more false pairs).
+"""
+
+COLUMNS = ["group", "size", "path", "similarity"]
+
+
+def duplicate_groups(vectors: np.ndarray, threshold: float, neighbors: int = DEFAULT_NEIGHBORS):
+    """Groups of rows of ``vectors`` whose cosine similarity chains reach ``threshold``.
+
+    Returns ``(groups, best)``: ``groups`` a list of lists of row numbers (each of two or
+    more rows, largest group first), ``best[i]`` the similarity of row ``i`` to its
+    nearest other row.
+    """
+    count = len(vectors)
+    if count < 2:
+        return [], np.full(count, -np.inf, np.float32)
+    similarities, neighbours = search(vectors, min(neighbors, count - 1), metric="cosine")
+    parent = np.arange(count)
+
+    def root(row):
+        while parent[row] != row:
+            parent[row] = parent[parent[row]]  # path halving keeps the trees shallow
+            row = parent[row]
+        return row
+
+    rows, columns = np.nonzero((similarities >= threshold) & (neighbours >= 0))
+    for row, other in zip(rows.tolist(), neighbours[rows, columns].tolist()):
+        parent[root(row)] = root(other)
+    members: dict[int, list[int]] = {}
+    for row in range(count):
+        members.setdefault(root(row), []).append(row)
+    groups = sorted((rows for rows in members.values() if len(rows) > 1), key=lambda g: (-len(g), g[0]))
+    return groups, similarities[:, 0]
+
+
+def _vectors_of_folder(args, skips):
+    paths = find_images(args.source, recursive=args.recursive)
+    embedder = Embedder(model_spec(args.model or "classic"), **embedder_options(args))
+    kept, vectors = [], []
+    with ProgressBar(len(paths), "embedding", enabled=not args.quiet) as bar:
+        for result in embedder.embed_paths(paths):
+            bar.advance()
+            if result.ok:
+                kept.append(result.source)
+                vectors.append(result.vector)
+            else:
+                skips.add(result.source, result.error)
+    matrix = np.stack(vectors) if vectors else np.zeros((0, embedder.dim), np.float32)
+    return kept, matrix, args.model or "classic"
+
+
+def _vectors_of_index(args):
+    index, record = load_index(args.source[0])
+    ids = index.ids
+    paths = [meta["path"] for meta in index.get_metadata(ids.tolist())]
+    return paths, index.get(ids), record["model"]
+
+
+def add_parser(subparsers, common) -> None:
+    """Register the ``dedup`` command."""
+    parser = subparsers.add_parser(
+        "dedup", parents=[common], help="find groups of near-duplicate images",
+        description="Find groups of near-duplicate images in an index or in folders.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", nargs="+", metavar="DIR|INDEX",
+                        help="an index file, or folders of images to embed")
+    parser.add_argument("--threshold", type=float, metavar="T",
+                        help=f"cosine similarity for a duplicate (classic model: {CLASSIC_THRESHOLD})")
+    parser.add_argument("--neighbors", type=positive_int, default=DEFAULT_NEIGHBORS, metavar="K",
+                        help=f"neighbours examined per image (default: {DEFAULT_NEIGHBORS})")
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument("-r", "--recursive", action="store_true", help="include subfolders of DIR")
+    parser.add_argument("--model", help="model for folders (default: classic); an index uses its own")
+    add_embedder_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    """Run ``fastretrieve dedup``."""
+    skips = SkipReport(None)
+    from_index = len(args.source) == 1 and os.path.isfile(args.source[0])
+    if from_index and args.model:
+        raise UsageError("--model applies to folders; an index is compared with its own model")
+    paths, vectors, model = _vectors_of_index(args) if from_index else _vectors_of_folder(args, skips)
+    threshold = args.threshold
+    if threshold is None:
+        if model != "classic":
+            raise UsageError(
+                f"no default threshold for model {model!r}: pass --threshold (cosine similarity; "
+                "measure it on a few known duplicates)"
+            )
+        threshold = CLASSIC_THRESHOLD
+    groups, best = duplicate_groups(vectors, threshold, args.neighbors)
+    rows = [
+        {"group": number, "size": len(group), "path": paths[row], "similarity": float(best[row])}
+        for number, group in enumerate(groups, start=1) for row in group
+    ]
+    document = {
+        "threshold": threshold,
+        "images": len(paths),
+        "groups": [
+            {"group": number, "paths": [paths[row] for row in group],
+             "similarities": [float(best[row]) for row in group]}
+            for number, group in enumerate(groups, start=1)
+        ],
+    }
+    write_rows(rows, COLUMNS, args.format, document=document)
+    if not args.quiet:
+        duplicates = sum(len(group) - 1 for group in groups)
+        print(f"{len(groups)} groups, {duplicates} duplicates among {len(paths)} images "
+              f"(threshold {threshold})", file=sys.stderr)
+    return skips.exit_code()
