@@ -60,7 +60,6 @@ def test_failure_is_one_line_and_traceback_only_with_debug(tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "no such index" in result.stderr and "Traceback" not in result.stderr
     (tmp_path / "corrupt.fri").write_bytes(b"not an index at all")
-    (tmp_path / "corrupt.fri.model.json").write_text('{"model": "classic", "fingerprint": "x"}')
     result = run_cli("info", tmp_path / "corrupt.fri", "--debug")
     assert result.returncode == 3
     assert "Traceback" in result.stderr and "fastretrieve: error:" in result.stderr
@@ -81,13 +80,23 @@ def test_index_skips_bad_files_and_reports_them(indexed):
     assert names == sorted(f"{name}.jpg" for name in PHOTOS)  # and not the folder x.jpg
 
 
+def test_the_model_record_is_inside_the_index_file_and_no_sidecar_is_written(indexed):
+    _, index_path, _, _ = indexed
+    record = Index.load(index_path).attributes["embedder"]
+    assert record["model"] == "classic" and len(record["fingerprint"]) == 64
+    assert record["settings"]["preprocessing"]["image_size"]
+    written = sorted(path.name for path in index_path.parent.iterdir()
+                     if path.name.startswith(index_path.name))
+    assert written == ["photos.fri", "photos.fri.errors.jsonl"]  # the index and its skip report
+
+
 def test_info_describes_the_index(indexed):
     _, index_path, _, _ = indexed
     _, details = run_json("info", index_path, "--format", "json")
     assert details["count"] == len(PHOTOS)
     assert (details["dim"], details["metric"], details["dtype"]) == (576, "cosine", "float32")
     assert details["model"] == "classic"
-    assert details["size_bytes"] > len(PHOTOS) * 576 * 4
+    assert details["size_bytes"] == index_path.stat().st_size > len(PHOTOS) * 576 * 4
     table = run_cli("info", index_path)
     assert table.returncode == 0 and "size on disk" in table.stdout
 
@@ -130,6 +139,39 @@ def test_search_refuses_another_model(indexed, tmp_path):
     result = run_cli("search", index_path, query, "--model", other_model)
     assert result.returncode == 3
     assert "was built with model 'classic'" in result.stderr and "cannot be compared" in result.stderr
+
+
+def test_a_copied_index_file_alone_searches_with_its_own_model(tmp_path):
+    folder = tmp_path / "photos"
+    write_photos(folder, PHOTOS[:4])
+    model = tmp_path / "mean_colour.onnx"
+    mean_colour_model(model)
+    built = tmp_path / "built" / "photos.fri"
+    assert run_cli("index", folder, "-o", built, "--model", model).returncode == 0
+    copied = tmp_path / "elsewhere" / "copy.fri"
+    copied.parent.mkdir()
+    shutil.copyfile(built, copied)  # the file alone, nothing next to it
+    shutil.rmtree(built.parent)
+
+    _, details = run_json("info", copied, "--format", "json")
+    assert (details["model"], details["dim"], details["count"]) == (str(model), 3, 4)
+    query = tmp_path / "query.jpg"
+    query.write_bytes(edited(small_photo("coffee")))
+    _, answers = run_json("search", copied, query, "-k", "4", "--format", "json")  # 3-d queries
+    found = {result["path"] for result in answers[0]["results"]}
+    assert found == {str(folder / f"{name}.jpg") for name in PHOTOS[:4]}
+    refused = run_cli("search", copied, query, "--model", "classic")
+    assert refused.returncode == 3 and f"was built with model '{model}'" in refused.stderr
+
+
+def test_an_index_without_a_model_record_is_refused_with_advice(tmp_path):
+    index_path = tmp_path / "plain.fri"
+    Index(576).save(index_path)  # made with the Python API: no "embedder" attribute
+    query = tmp_path / "query.jpg"
+    query.write_bytes(edited(small_photo("coffee")))
+    result = run_cli("search", index_path, query)
+    assert result.returncode == 3
+    assert "has no model record" in result.stderr and "fastretrieve index" in result.stderr
 
 
 def test_contact_sheet_shows_each_query_and_its_results(indexed, tmp_path):

@@ -252,6 +252,45 @@ def test_metadata_is_stored_as_its_json_round_trip_and_validated():
     assert len(index) == 2
 
 
+def test_attributes_are_a_json_round_trip_and_setting_them_is_a_modification():
+    index = Index(2)
+    assert index.attributes == {}
+    index.add(np.ones((2, 2)))
+    given = {"model": {"name": "classic", "size": (224, 224)}, 7: "seven", "ok": True}
+    index.attributes = given
+    assert index.version == 2  # the add, then the assignment
+    assert index.attributes == {"model": {"name": "classic", "size": [224, 224]},
+                                "7": "seven", "ok": True}
+    given["model"]["name"] = "changed by the caller"  # the index kept its own copy
+    returned = index.attributes
+    returned["model"]["name"] = "changed"
+    returned["new"] = 1
+    assert index.attributes["model"]["name"] == "classic" and "new" not in index.attributes
+    index.attributes = {}
+    assert index.attributes == {} and index.version == 3
+    assert len(index) == 2 and index.search(np.ones(2), 1)[1].tolist() == [0]
+
+
+@pytest.mark.parametrize(
+    "attributes, message",
+    [
+        ({"model": object()}, "attributes are not JSON-serialisable"),
+        ({"scale": float("nan")}, "attributes are not JSON-serialisable"),
+        ({"scale": [1.0, float("inf")]}, "attributes are not JSON-serialisable"),
+        ({("a", "b"): 1}, "attributes are not JSON-serialisable"),
+        (["model", "classic"], "attributes must be a dict"),
+        ("classic", "attributes must be a dict"),
+        (None, "attributes must be a dict"),
+    ],
+)
+def test_attributes_reject_what_json_cannot_represent(attributes, message):
+    index = Index(2)
+    index.attributes = {"model": "classic"}
+    with pytest.raises(TypeError, match=message):
+        index.attributes = attributes
+    assert index.attributes == {"model": "classic"} and index.version == 1
+
+
 def test_properties_and_version():
     index = Index(5, metric="IP", dtype=np.float16)
     assert (index.dim, index.metric, index.dtype, len(index)) == (5, "ip", "float16", 0)

@@ -97,3 +97,41 @@ def test_searches_during_writes_always_see_one_consistent_state(dtype, seconds):
     assert len({answer[3] for answer in answers}) > 20, "readers saw too few versions"
     wrong = [answer for answer in answers if not matches_some_state(answer, states, "l2")]
     assert not wrong, f"{len(wrong)} of {len(answers)} answers match no state of the index"
+
+
+def test_attributes_are_read_whole_while_a_writer_replaces_them():
+    index = Index(DIM)
+    index.add(np.ones((3, DIM)))
+    index.attributes = {"generation": 0, "copy": 0}
+    generations = 2000
+    stop = threading.Event()
+    torn, errors = [], []
+
+    def write():
+        try:
+            for generation in range(1, generations + 1):
+                index.attributes = {"generation": generation, "steps": list(range(50)),
+                                    "copy": generation}
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            stop.set()
+
+    def read():
+        try:
+            while not stop.is_set():
+                seen = index.attributes
+                if seen["generation"] != seen["copy"]:
+                    torn.append(seen)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and not torn
+    assert index.attributes["generation"] == generations
+    assert index.version == 2 + generations  # the add, the first assignment, then each one
+    assert len(index) == 3

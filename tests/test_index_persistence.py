@@ -1,4 +1,5 @@
-"""Index persistence: round trips, mmap loading, atomic save under SIGKILL, bad files."""
+"""Index persistence: round trips (attributes included), mmap loading, atomic save under
+SIGKILL, bad files."""
 
 import hashlib
 import os
@@ -21,6 +22,11 @@ from fastretrieve import index_format
 from test_index import DTYPES, METRICS, random_vectors
 
 SOURCE_DIR = Path(__file__).resolve().parents[1] / "src"
+SAMPLE_ATTRIBUTES = {
+    "model": {"name": "attribute-test-model", "image_size": [224, 224], "mean": [0.485, 0.5]},
+    "created_by": "tests",
+    "note": "caf\u00e9 \u2713",  # non-ASCII survives the UTF-8 round trip
+}
 
 
 def sample_index(dtype="float32", metric="l2", rows=60, dim=7, seed=0):
@@ -34,11 +40,12 @@ def sample_index(dtype="float32", metric="l2", rows=60, dim=7, seed=0):
         ],
     )
     index.remove([8, 13])
+    index.attributes = SAMPLE_ATTRIBUTES
     return index
 
 
 def assert_same_index(loaded, original, queries):
-    for attribute in ("dim", "metric", "dtype"):
+    for attribute in ("dim", "metric", "dtype", "attributes"):
         assert getattr(loaded, attribute) == getattr(original, attribute)
     np.testing.assert_array_equal(loaded.ids, original.ids)
     np.testing.assert_array_equal(loaded.get(original.ids), original.get(original.ids))
@@ -54,6 +61,15 @@ def with_header_field(data, offset, fmt, value):
     crc_offset = index_format.HEADER_SIZE - 4
     struct.pack_into("<I", patched, crc_offset, zlib.crc32(patched[:crc_offset]))
     return bytes(patched)
+
+
+def with_metadata_section(data, section):
+    """The file bytes with the metadata section (the last one) replaced by ``section``, its
+    length, checksum and the header checksum redone: only the section's content is wrong."""
+    entry = index_format._TABLE_START + index_format.SECTIONS.index("metadata") * 24
+    (offset,) = struct.unpack_from("<Q", data, entry)
+    patched = with_header_field(data[:offset] + section, entry + 8, "<Q", len(section))
+    return with_header_field(patched, entry + 16, "<I", zlib.crc32(section))
 
 
 # -- round trips ------------------------------------------------------------------------------
@@ -80,7 +96,7 @@ def test_round_trip(tmp_path, dtype, metric, mmap):
 def test_empty_index_round_trip(tmp_path, dtype):
     Index(3, metric="ip", dtype=dtype).save(tmp_path / "empty.fridx")
     loaded = Index.load(tmp_path / "empty.fridx")
-    assert len(loaded) == 0 and loaded.dtype == dtype
+    assert len(loaded) == 0 and loaded.dtype == dtype and loaded.attributes == {}
     loaded.add(np.ones((2, 3)))
     assert loaded.search(np.ones(3), 3)[1].tolist() == [0, 1, -1]
 
@@ -107,6 +123,30 @@ def test_saving_a_mapped_index_over_its_own_file(tmp_path):
     assert_same_index(Index.load(path, mmap=False), original, random_vectors(4, 7, seed=3))
     assert_same_index(loaded, original, random_vectors(4, 7, seed=3))
     assert sorted(os.listdir(tmp_path)) == ["items.fridx"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_attributes_changed_on_a_loaded_index_are_saved_with_it(tmp_path, mmap):
+    path = tmp_path / "items.fridx"
+    original = sample_index(rows=50)
+    original.save(path)
+    loaded = Index.load(path, mmap=mmap)
+    assert loaded.attributes == SAMPLE_ATTRIBUTES and loaded.version == 0
+    loaded.attributes = {**loaded.attributes, "note": "updated"}
+    loaded.save(path)  # over the mapped file itself when mmap
+    reloaded = Index.load(path, mmap=mmap)
+    assert reloaded.attributes == {**SAMPLE_ATTRIBUTES, "note": "updated"}
+    np.testing.assert_array_equal(reloaded.get(original.ids), original.get(original.ids))
+    assert reloaded.get_metadata(original.ids) == original.get_metadata(original.ids)
+
+
+def test_minimal_metadata_section_in_either_member_order_loads(tmp_path, saved):
+    _, data = saved
+    for section in (b'{"attributes":{"model":"m"},"items":{}}',
+                    b'{ "items" : { } , "attributes" : { "model" : "m" } }'):
+        loaded = load_bytes(tmp_path, with_metadata_section(data, section), mmap=False)
+        assert loaded.attributes == {"model": "m"}
+        assert loaded.get_metadata(loaded.ids) == [None] * len(loaded)
 
 
 def test_save_creates_no_file_when_it_fails(tmp_path):
@@ -157,6 +197,43 @@ def test_bad_files_raise_index_format_error(tmp_path, saved, make, message):
     for mmap in (True, False):
         with pytest.raises(IndexFormatError, match=message):
             load_bytes(tmp_path, make(data), mmap=mmap)
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        (b'{"3":{"path":"images/0.jpg"}}', "must hold exactly 'attributes' and 'items', found '3'"),
+        (b"{}", "found none"),
+        (b'{"attributes":{}}', "found 'attributes'"),
+        (b'{"attributes":{},"items":{},"extra":1}', "found 'attributes', 'extra', 'items'"),
+        (b"[]", "the metadata section is not a JSON object"),
+        (b'"attributes"', "the metadata section is not a JSON object"),
+        (b'{"attributes":[],"items":{}}', "attributes in the metadata section are not"),
+        (b'{"attributes":null,"items":{}}', "attributes in the metadata section are not a JSON"),
+        (b'{"attributes":{},"items":[]}', "items in the metadata section are not a JSON object"),
+        (b'{"attributes":{"scale":NaN},"items":{}}', "not valid JSON: NaN is not a JSON value"),
+        (b'{"attributes":{"s":-Infinity},"items":{}}', "not valid JSON: -Infinity is not a JSON"),
+        (b'{"attributes":{"model":"\xff"},"items":{}}', "not valid JSON"),
+        (b'{"attributes":{"model":"m"},"items":{}', "not valid JSON"),
+        (b'{"attributes":' + b"[" * 100_000 + b"]" * 100_000 + b',"items":{}}', "not valid JSON"),
+        (b'{"attributes":{},"items":{"03":1}}', "metadata key '03' is not a decimal id"),
+        (b'{"attributes":{},"items":{"4":1}}', "metadata for id 4, which is not in the index"),
+    ],
+)
+def test_malformed_metadata_sections_raise_index_format_error(tmp_path, saved, section, message):
+    _, data = saved
+    for mmap in (True, False):
+        with pytest.raises(IndexFormatError, match=message):
+            load_bytes(tmp_path, with_metadata_section(data, section), mmap=mmap)
+
+
+def test_attributes_are_covered_by_the_metadata_checksum(tmp_path, saved):
+    _, data = saved
+    position = data.index(b"attribute-test-model")
+    corrupted = data[:position] + b"A" + data[position + 1:]
+    for mmap in (True, False):
+        with pytest.raises(IndexFormatError, match="checksum mismatch in the metadata section"):
+            load_bytes(tmp_path, corrupted, mmap=mmap)
 
 
 def test_forged_huge_section_lengths_are_refused_before_allocating(tmp_path, saved):

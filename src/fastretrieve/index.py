@@ -1,4 +1,5 @@
-"""`Index`: vectors with int64 ids and JSON metadata, exact search, safe persistence.
+"""`Index`: vectors with int64 ids, JSON metadata and attributes, exact search, safe
+persistence.
 
 Storage
     Rows live in one contiguous buffer per column (codes, squared norms, ids). When a
@@ -10,19 +11,22 @@ Storage
     replaced the old and the new one exist together.
 
 Concurrency
-    Any number of threads may call `search`, `get`, `get_metadata`, `save`, ``len`` and
-    ``in`` while one thread calls `add` and `remove` (writers are serialised by a lock,
-    so several writer threads are safe too, one after the other). Every modification
-    publishes a new immutable snapshot (a view of the live rows, their norms and ids)
-    by a single reference assignment; a search works on the snapshot it picked up, so it
-    sees the index before or after each `add`/`remove`, never in between. Appends write
-    rows beyond the published count and then publish; removals and replacements build
-    new buffers (copy-on-write), so rows a reader can see are never written. Searches
-    run without the GIL in the kernels, in parallel with each other and with writers.
+    Any number of threads may call `search`, `get`, `get_metadata`, `save`, ``len``,
+    ``in`` and read `attributes` while one thread calls `add` and `remove` or sets
+    `attributes` (writers are serialised by a lock, so several writer threads are safe
+    too, one after the other). Every modification publishes a new immutable snapshot (a
+    view of the live rows, their norms and ids) by a single reference assignment; a
+    search works on the snapshot it picked up, so it sees the index before or after each
+    `add`/`remove`, never in between. Appends write rows beyond the published count and
+    then publish; removals and replacements build new buffers (copy-on-write), so rows a
+    reader can see are never written. Searches run without the GIL in the kernels, in
+    parallel with each other and with writers.
     `get`, `get_metadata` and ``in`` take the writer lock briefly (they wait for a
-    modification in progress); `search` and ``len`` never wait.
-    `version` counts modifications: each `add` or `remove` call that changes the index
-    increments it by exactly one.
+    modification in progress); `search`, ``len`` and reading `attributes` never wait
+    (the attributes are replaced whole, never changed in place, so a reader sees the old
+    dict or the new one). `version` counts modifications: each `add` or `remove` call
+    that changes the index, and each assignment to `attributes`, increments it by
+    exactly one.
 
 Low precision
     float16, bfloat16 and int8 storage (see :mod:`fastretrieve.quantize`) is searched by
@@ -36,13 +40,19 @@ from __future__ import annotations
 import copy
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _backend
-from .index_format import IndexFormatError, first_duplicate, read_index, write_index
+from .index_format import (
+    IndexFormatError,
+    encode_metadata,
+    first_duplicate,
+    read_index,
+    write_index,
+)
 from .quantize import make_codec, storage_dtype_name
 from .search import (
     as_float32_matrix,
@@ -85,7 +95,8 @@ def _capacity_for(rows):
 
 
 class Index:
-    """Vectors with int64 ids and optional JSON metadata, searched exactly.
+    """Vectors with int64 ids and optional JSON metadata, searched exactly, plus
+    index-level `attributes`.
 
     Parameters
     ----------
@@ -117,6 +128,7 @@ class Index:
         self._write_lock = threading.Lock()
         self._next_auto_id = 0
         self._metadata = {}
+        self._attributes = {}  # replaced whole on assignment, never changed in place
         self._positions = {}  # id -> row; None until first needed after a load
         empty = np.empty((0, self._dim), self._codec.stored_dtype)
         self._buffers = (empty, np.empty(0, np.float32), np.empty(0, np.int64))
@@ -146,8 +158,31 @@ class Index:
 
     @property
     def version(self):
-        """Number of modifications so far; increases by one with each `add` or `remove`."""
+        """Number of modifications so far; increases by one with each `add` or `remove`
+        that changes the index and with each assignment to `attributes`."""
         return self._snapshot.version
+
+    @property
+    def attributes(self):
+        """Index-level values, a dict of JSON values saved in the index file with the
+        vectors: e.g. which model and preprocessing produced the vectors, so that the
+        file alone says how to query it. Empty for a new index.
+
+        Reading returns a copy: changing it changes nothing. To change the attributes,
+        assign a whole new dict (``index.attributes = {**index.attributes, "k": v}``),
+        which is a modification like `add`: it waits for the writer lock and increments
+        `version`. The dict is stored as its JSON round trip (tuples become lists, keys
+        strings); anything JSON cannot represent, NaN and infinities included, raises
+        TypeError and leaves the attributes unchanged.
+        """
+        return copy.deepcopy(self._attributes)
+
+    @attributes.setter
+    def attributes(self, attributes):
+        stored = _json_attributes(attributes)
+        with self._write_lock:
+            self._attributes = stored
+            self._publish(len(self._snapshot.ids))
 
     def __len__(self):
         return len(self._snapshot.ids)
@@ -325,10 +360,7 @@ class Index:
             snapshot = self._snapshot
             quantizer = self._codec.state()
             next_auto_id = self._next_auto_id
-            metadata_json = json.dumps(
-                {str(i): v for i, v in self._metadata.items()},
-                ensure_ascii=False, allow_nan=False, separators=(",", ":"),
-            ).encode("utf-8")
+            metadata_json = encode_metadata(self._attributes, self._metadata)
         write_index(
             path, dim=self._dim, metric=self._metric, dtype=self._dtype,
             next_auto_id=next_auto_id, vectors=snapshot.codes, norms=snapshot.norms,
@@ -340,8 +372,9 @@ class Index:
         """Load an index saved by `save`.
 
         With ``mmap=True`` the vectors are memory-mapped read-only: loading reads only
-        the header, ids, norms and metadata, so a multi-GB index opens in a fraction of
-        a second with little resident memory; pages are read as searches touch them.
+        the header, ids, norms, metadata and attributes, so a multi-GB index opens in a
+        fraction of a second with little resident memory; pages are read as searches
+        touch them.
         The first `add` or `remove` copies the vectors into memory (the file is never
         written). The vectors' checksum is verified only with ``verify=True`` (which
         reads them all); every other section is always verified. Keep a mapped file in
@@ -356,6 +389,7 @@ class Index:
         index._codec = make_codec(stored.dtype, stored.quantizer)
         index._next_auto_id = stored.next_auto_id
         index._metadata = stored.metadata
+        index._attributes = stored.attributes
         index._positions = None  # built on first need: a search-only load never pays for it
         index._buffers = (stored.vectors, stored.norms, stored.ids)
         index._publish(len(stored.ids), version=0)
@@ -489,6 +523,18 @@ def _position_of(positions, item_id):
         return positions[item_id]
     except KeyError:
         raise KeyError(f"id {item_id} is not in the index") from None
+
+
+def _json_attributes(attributes):
+    """Attributes as their JSON round trip; TypeError for anything else."""
+    if not isinstance(attributes, Mapping):
+        raise TypeError(
+            f"attributes must be a dict of JSON values, got {type(attributes).__name__}"
+        )
+    try:
+        return json.loads(json.dumps(dict(attributes), allow_nan=False))
+    except (TypeError, ValueError) as error:  # ValueError: NaN, infinity, a cycle
+        raise TypeError(f"attributes are not JSON-serialisable: {error}") from None
 
 
 def _json_values(metadata, count):

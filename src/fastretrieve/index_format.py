@@ -31,7 +31,10 @@ Sections:
 3. ids: count int64 ``<i8``, unique and >= 0.
 4. quantiser: for int8 (once fitted) a float32 (2, dim) array ``[low, step]``, with
    ``x = low[j] + (code + 128) * step[j]`` in float32; empty for the other dtypes.
-5. metadata: a UTF-8 JSON object mapping decimal id strings to JSON values.
+5. metadata: a UTF-8 JSON object with exactly two members: ``"attributes"``, an object of
+   index-level values (`Index.attributes`), and ``"items"``, an object mapping decimal id
+   strings (no sign, no leading zeros) of ids in the file to JSON values (the per-vector
+   metadata; ids without metadata are absent). Strict JSON: no ``NaN`` or ``Infinity``.
 
 Cosine indexes store unit-normalised rows (zero rows stay zero).
 
@@ -95,6 +98,7 @@ class StoredIndex:
     norms: np.ndarray  # (count,) float32
     ids: np.ndarray  # (count,) int64
     quantizer: np.ndarray  # float32, (2, dim) or empty
+    attributes: dict  # index-level JSON values
     metadata: dict  # id -> JSON value
 
 
@@ -129,7 +133,8 @@ def write_index(path, *, dim, metric, dtype, next_auto_id, vectors, norms, ids, 
     """Write an index file atomically: a temporary file in the same directory, flushed and
     fsynced, renamed over ``path``, then the directory fsynced. A crash at any moment
     leaves either the previous file or the new one at ``path`` (plus, at worst, a stray
-    ``.<name>.*.tmp`` file next to it)."""
+    ``.<name>.*.tmp`` file next to it). ``metadata_json`` is the metadata section as
+    `encode_metadata` makes it."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     payloads = [
@@ -222,7 +227,7 @@ def read_index(path, *, mmap, verify):
         if not (np.isfinite(norms).all() and (norms >= 0).all()):
             raise IndexFormatError(f"{path}: the norms section holds negative or non-finite values")
         quantizer = _check_quantizer(quantizer, dtype, dim, count)
-        metadata = _parse_metadata(metadata_bytes, ids)
+        attributes, metadata = _parse_metadata(metadata_bytes, ids)
 
         code_dtype = _CODE_DTYPES[dtype]
         if not mmap:
@@ -246,6 +251,7 @@ def read_index(path, *, mmap, verify):
         norms=norms,
         ids=ids,
         quantizer=quantizer,
+        attributes=attributes,
         metadata=metadata,
     )
 
@@ -404,20 +410,46 @@ def _check_quantizer(quantizer, dtype, dim, count):
     return quantizer
 
 
+def encode_metadata(attributes, items):
+    """The metadata section: index-level ``attributes`` and the per-id values ``items``
+    (``{id: JSON value}``) as one UTF-8 JSON document."""
+    document = {"attributes": attributes, "items": {str(i): v for i, v in items.items()}}
+    return json.dumps(
+        document, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _parse_metadata(raw, ids):
+    """The metadata section decoded and validated: ``(attributes, {id: JSON value})``."""
     try:
-        decoded = json.loads(raw.decode("utf-8"))
+        # NaN and Infinity are accepted by Python's parser but are not JSON, and a file
+        # holding them could be loaded but never saved again.
+        decoded = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:  # includes JSON and UTF-8 errors
         raise IndexFormatError(f"the metadata section is not valid JSON: {error}") from None
     if not isinstance(decoded, dict):
         raise IndexFormatError("the metadata section is not a JSON object")
-    known = set(ids.tolist()) if decoded else set()
+    if decoded.keys() != {"attributes", "items"}:
+        found = ", ".join(map(repr, sorted(decoded))) or "none"
+        raise IndexFormatError(
+            f"the metadata section must hold exactly 'attributes' and 'items', found {found}"
+        )
+    attributes, items = decoded["attributes"], decoded["items"]
+    if not isinstance(attributes, dict):
+        raise IndexFormatError("the attributes in the metadata section are not a JSON object")
+    if not isinstance(items, dict):
+        raise IndexFormatError("the items in the metadata section are not a JSON object")
+    known = set(ids.tolist()) if items else set()
     metadata = {}
-    for key, value in decoded.items():
+    for key, value in items.items():
         # At most 19 digits: every int64 fits, and int() never sees a huge digit string.
         if not (key.isascii() and key.isdecimal() and len(key) <= 19 and str(int(key)) == key):
             raise IndexFormatError(f"metadata key {key!r} is not a decimal id")
         if int(key) not in known:
             raise IndexFormatError(f"metadata for id {key}, which is not in the index")
         metadata[int(key)] = value
-    return metadata
+    return attributes, metadata

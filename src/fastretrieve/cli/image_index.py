@@ -1,34 +1,26 @@
-"""An image index on disk: the `Index` file plus the record of the model that filled it.
+"""An image index on disk: one `Index` file holding the vectors, the file metadata and
+the record of the model that filled it.
 
 Each vector's metadata describes its file: ``{"path", "size", "mtime_ns", "sha256"}``,
 which is what re-indexing compares to find new, changed and deleted files.
 
-The model record -- which model and preprocessing produced the vectors -- lives in a
-JSON file next to the index, ``INDEX.model.json``, because `Index` has no place for
-index-level metadata and a reserved metadata entry would need a vector of its own (which
-searches would find). The record is written atomically, and only when an index is
-created; an existing index is never switched to another model (`index` refuses), so the
-record and the vectors always agree.
+The model record -- which model and preprocessing produced the vectors -- is the index
+attribute ``"embedder"`` (`Index.attributes`), so it is saved atomically with the
+vectors by the same `Index.save`, and copying the index file copies it too. It is set
+only when an index is created; an existing index is never switched to another model
+(`index` refuses), so the record and the vectors always agree.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 
 from .. import Embedder, Index, __version__
 from .errors import CommandError
 
-RECORD_SUFFIX = ".model.json"
+MODEL_ATTRIBUTE = "embedder"
 RECORD_FORMAT = 1
-
-
-def record_path(index_path) -> Path:
-    """Where the model record of ``index_path`` lives."""
-    index_path = Path(index_path)
-    return index_path.with_name(index_path.name + RECORD_SUFFIX)
 
 
 def model_spec(model: str) -> str:
@@ -39,47 +31,33 @@ def model_spec(model: str) -> str:
     return os.path.abspath(os.path.expanduser(model))
 
 
-def model_record(spec: str, embedder: Embedder) -> dict:
-    """What the index records about the model that fills it."""
-    return {
-        "format": RECORD_FORMAT,
-        "model": spec,
-        "fingerprint": embedder.fingerprint,
-        "settings": embedder.settings,
-        "created_by": f"fastretrieve {__version__}",
+def new_image_index(spec: str, embedder: Embedder, dtype: str) -> Index:
+    """An empty cosine index for ``embedder``'s vectors, recording the model (``spec``)
+    and its preprocessing, so that every save of it carries the record."""
+    index = Index(embedder.dim, metric="cosine", dtype=dtype)
+    index.attributes = {
+        MODEL_ATTRIBUTE: {
+            "format": RECORD_FORMAT,
+            "model": spec,
+            "fingerprint": embedder.fingerprint,
+            "settings": embedder.settings,
+            "created_by": f"fastretrieve {__version__}",
+        }
     }
+    return index
 
 
-def write_record(index_path, record: dict) -> None:
-    """Write the model record atomically: a crash leaves the old record or the new one."""
-    target = record_path(index_path)
-    handle, temporary = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(record, file, indent=2, ensure_ascii=False)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def read_record(index_path) -> dict:
+def read_model_record(index: Index, index_path) -> dict:
     """The model record of an index; a CommandError says what to do when it is missing."""
-    path = record_path(index_path)
-    try:
-        with open(path, encoding="utf-8") as file:
-            record = json.load(file)
-    except FileNotFoundError:
+    record = index.attributes.get(MODEL_ATTRIBUTE)
+    if record is None:
         raise CommandError(
-            f"{index_path} has no model record ({path} is missing), so the model that made "
-            "it is unknown; re-create the index with `fastretrieve index`"
-        ) from None
-    except (OSError, ValueError) as error:
-        raise CommandError(f"{path}: unreadable model record ({error})") from None
-    if not isinstance(record, dict) or "fingerprint" not in record or "model" not in record:
-        raise CommandError(f"{path}: not a fastretrieve model record")
+            f"{index_path} has no model record (it was not made by `fastretrieve index`), "
+            "so the model that made it is unknown; re-create the index with `fastretrieve index`"
+        )
+    if not (isinstance(record, dict) and isinstance(record.get("model"), str)
+            and isinstance(record.get("fingerprint"), str)):
+        raise CommandError(f"{index_path}: malformed model record in attribute {MODEL_ATTRIBUTE!r}")
     return record
 
 
@@ -89,7 +67,8 @@ def load_index(index_path, *, mmap: bool = True) -> tuple[Index, dict]:
         raise CommandError(
             f"{index_path}: no such index (create one with `fastretrieve index DIR -o {index_path}`)"
         )
-    return Index.load(index_path, mmap=mmap), read_record(index_path)
+    index = Index.load(index_path, mmap=mmap)
+    return index, read_model_record(index, index_path)
 
 
 def open_embedder(record: dict, index_path, model: str | None = None, **options) -> Embedder:

@@ -28,14 +28,7 @@ from .. import Embedder, Index
 from ..quantize import STORAGE_DTYPES
 from .errors import EXIT_OK, EXIT_PARTIAL, SkipReport
 from .files import content_hash, file_state, find_images
-from .image_index import (
-    entries_by_path,
-    model_record,
-    model_spec,
-    open_embedder,
-    read_record,
-    write_record,
-)
+from .image_index import entries_by_path, load_index, model_spec, new_image_index, open_embedder
 from .progress import ProgressBar
 
 DEFAULT_CHECKPOINT_SECONDS = 60.0
@@ -51,8 +44,8 @@ examples:
 
 Skipped files (unreadable, truncated, not images) are listed as JSON lines
 {"path": ..., "reason": ...} in INDEX.errors.jsonl, and the exit code is 1.
-The model and its preprocessing are recorded in INDEX.model.json; searching the index
-with another model is refused.
+The model and its preprocessing are recorded inside the index file; searching or
+updating the index with another model is refused.
 """
 
 
@@ -191,16 +184,14 @@ def update_index(
     skips = SkipReport(errors_path or index_path + ".errors.jsonl")
     try:
         if os.path.exists(index_path):
-            index = Index.load(index_path, mmap=True)
-            embedder = open_embedder(read_record(index_path), index_path, model, **options)
+            index, record = load_index(index_path)
+            embedder = open_embedder(record, index_path, model, **options)
             known = entries_by_path(index)
         else:
             os.makedirs(os.path.dirname(os.path.abspath(index_path)), exist_ok=True)
             spec = model_spec(model or "classic")
             embedder = Embedder(spec, **options)
-            index = Index(embedder.dim, metric="cosine", dtype=dtype)
-            # Written before the first save: an index file never exists without its record.
-            write_record(index_path, model_record(spec, embedder))
+            index = new_image_index(spec, embedder, dtype)
             known = {}
         plan = plan_update(paths, known, skips)
         checkpoints = Checkpoints(index, index_path, checkpoint_seconds)

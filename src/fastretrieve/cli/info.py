@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from .image_index import load_index, record_path
+from .image_index import load_index
 
 EXAMPLES = """\
 examples:
@@ -32,7 +32,7 @@ def describe_index(index_path) -> dict:
         "model_fingerprint": record["fingerprint"],
         "image_size": preprocessing.get("image_size"),
         "created_by": record.get("created_by"),
-        "size_bytes": os.path.getsize(index_path) + os.path.getsize(record_path(index_path)),
+        "size_bytes": os.path.getsize(index_path),
     }
 
 
@@ -41,7 +41,7 @@ def add_parser(subparsers, common) -> None:
     parser = subparsers.add_parser(
         "info", parents=[common], help="describe an index",
         description="Show an index's image count, dimension, metric, storage dtype, model "
-        "and size on disk (the index file plus its model record).",
+        "and size on disk.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("index", metavar="INDEX")
