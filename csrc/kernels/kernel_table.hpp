@@ -36,6 +36,9 @@ struct KernelTable {
     L2BlockFn l2_block;
     SqnormsFn sqnorms;
     ScoreRowFn score_row[3];  // indexed by Metric
+    // From this many queries on, dot_block and l2_block multiply packed panels and prefetch
+    // the rows of a block themselves, ahead of use; 0 where they never do.
+    std::size_t panel_min_queries;
 };
 
 // One factory per ISA translation unit; defined only where that unit is compiled in.

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <new>
 
 #include "kernel_table.hpp"
 
@@ -88,11 +89,12 @@ inline void tile_for_count(int count, const float* const* queries, const float* 
     tile_to_out<S, Step, Q>(queries, rows, dim, valid_rows, out, ld_out);
 }
 
-// out[i][j] = Step-reduction of queries[i] against rows[j]. Rows are the outer loop so
-// that four database rows stay in L1 while every query of the block passes over them.
+// Few queries: out[i][j] = Step-reduction of queries[i] against rows[j], straight from
+// the row-major rows. Rows are the outer loop so that four database rows stay in L1 while
+// every query of the block passes over them.
 template <class S, class Step>
-void pairwise_block(const float* queries, std::size_t n_queries, const float* rows,
-                    std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
+void reduce_block(const float* queries, std::size_t n_queries, const float* rows,
+                  std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
     constexpr int kMax = S::kMaxQueriesPerTile;
     for (std::size_t r0 = 0; r0 < n_rows; r0 += kRowsPerTile) {
         const std::size_t valid_rows = n_rows - r0 < kRowsPerTile ? n_rows - r0 : kRowsPerTile;
@@ -108,6 +110,133 @@ void pairwise_block(const float* queries, std::size_t n_queries, const float* ro
                                           out + q0 * ld_out + r0, ld_out);
         }
     }
+}
+
+// Many queries: a GEMM-style micro-kernel on packed panels. A panel holds 2 * W database
+// rows transposed (panel[t * 2W + r]), so one broadcast query value times two panel
+// vectors advances 2W dot products of that query at once: every accumulator lane is a
+// finished dot product, with no horizontal reductions (which cost about as much as the
+// FMAs of the reducing tile at d = 128). Packing costs one transpose per row and block,
+// paid back once enough queries reuse the panel.
+constexpr std::size_t kMinPanelQueries = 8;
+
+// Copies 2W rows (a short strip repeats its last row) transposed into panel[t * 2W + r],
+// one W x W block at a time.
+template <class S>
+inline void pack_panel(const float* const* row_ptrs, std::size_t dim, float* panel) {
+    using V = typename S::V;
+    constexpr std::size_t W = S::W, P = 2 * W;
+    for (std::size_t half = 0; half < 2; ++half) {
+        const float* const* half_rows = row_ptrs + half * W;
+        for (std::size_t t0 = 0; t0 < dim; t0 += W) {
+            const std::size_t rest = dim - t0;
+            V v[W];
+            if (rest >= W)
+                for (std::size_t r = 0; r < W; ++r) v[r] = S::load(half_rows[r] + t0);
+            else
+                for (std::size_t r = 0; r < W; ++r) v[r] = S::load_partial(half_rows[r] + t0, rest);
+            S::transpose(v);
+            const std::size_t columns = rest < W ? rest : W;
+            for (std::size_t j = 0; j < columns; ++j) S::store(panel + (t0 + j) * P + half * W, v[j]);
+        }
+    }
+}
+
+// The rows of the next panel, still to be prefetched. Asking for them two cache lines per
+// step of the micro-kernel spreads the requests over the multiplication of the current
+// panel, so memory streams in while the FMAs run instead of stalling the next packing (a
+// burst of requests would only queue behind the few outstanding misses a core allows).
+struct PrefetchCursor {
+    const char* next;
+    const char* end;
+};
+
+// Q queries x one panel: Q x 2 accumulators, each query value broadcast once per t.
+template <class S, class Step, int Q>
+inline void panel_tile(const float* queries, std::size_t dim, const float* panel,
+                       std::size_t valid_rows, float* out, std::size_t ld_out,
+                       PrefetchCursor& ahead) {
+    using V = typename S::V;
+    constexpr std::size_t W = S::W, P = 2 * W;
+    V lo[Q], hi[Q];
+    for (int i = 0; i < Q; ++i) lo[i] = hi[i] = S::zero();
+    for (std::size_t t = 0; t < dim; ++t) {
+        if (ahead.next < ahead.end) {
+            __builtin_prefetch(ahead.next);
+            __builtin_prefetch(ahead.next + 64);
+            ahead.next += 128;
+        }
+        const V x_lo = S::load(panel + t * P), x_hi = S::load(panel + t * P + W);
+        for (int i = 0; i < Q; ++i) {
+            const V q = S::set1(queries[i * dim + t]);
+            lo[i] = Step::template apply<S>(q, x_lo, lo[i]);
+            hi[i] = Step::template apply<S>(q, x_hi, hi[i]);
+        }
+    }
+    for (int i = 0; i < Q; ++i) {
+        float* row = out + i * ld_out;
+        if (valid_rows == P) {  // full panels use plain stores: masked ones are slow on AVX2
+            S::store(row, lo[i]);
+            S::store(row + W, hi[i]);
+        } else if (valid_rows > W) {
+            S::store(row, lo[i]);
+            S::store_partial(row + W, hi[i], valid_rows - W);
+        } else {
+            S::store_partial(row, lo[i], valid_rows);
+        }
+    }
+}
+
+// Picks the panel micro-kernel instantiation for the number of queries left (1..Q).
+template <class S, class Step, int Q>
+inline void panel_tile_for_count(int count, const float* queries, std::size_t dim,
+                                 const float* panel, std::size_t valid_rows, float* out,
+                                 std::size_t ld_out, PrefetchCursor& ahead) {
+    if constexpr (Q > 1) {
+        if (count < Q)
+            return panel_tile_for_count<S, Step, Q - 1>(count, queries, dim, panel, valid_rows,
+                                                        out, ld_out, ahead);
+    }
+    panel_tile<S, Step, Q>(queries, dim, panel, valid_rows, out, ld_out, ahead);
+}
+
+// Each panel is packed once, then every query of the block passes over it while it sits
+// in L1 (2W rows x dim floats: 16 KiB at d = 128 with AVX-512).
+template <class S, class Step>
+void panel_block(const float* queries, std::size_t n_queries, const float* rows,
+                 std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
+    constexpr std::size_t P = 2 * S::W;
+    constexpr int kQ = S::kQueriesPerPanelTile;
+    // Heap, not stack: dim is unbounded. 64-byte alignment keeps panel loads in one line.
+    float* panel = static_cast<float*>(::operator new(P * dim * sizeof(float), std::align_val_t{64}));
+    for (std::size_t r0 = 0; r0 < n_rows; r0 += P) {
+        const std::size_t valid_rows = n_rows - r0 < P ? n_rows - r0 : P;
+        const float* row_ptrs[P];
+        for (std::size_t r = 0; r < P; ++r)
+            row_ptrs[r] = rows + (r0 + (r < valid_rows ? r : valid_rows - 1)) * dim;
+        pack_panel<S>(row_ptrs, dim, panel);
+        const std::size_t next_end = r0 + 2 * P < n_rows ? r0 + 2 * P : n_rows;
+        PrefetchCursor ahead{reinterpret_cast<const char*>(rows + (r0 + valid_rows) * dim),
+                             reinterpret_cast<const char*>(rows + next_end * dim)};
+        for (std::size_t q0 = 0; q0 < n_queries; q0 += kQ) {
+            const std::size_t left = n_queries - q0;
+            const int count = left < static_cast<std::size_t>(kQ) ? static_cast<int>(left) : kQ;
+            panel_tile_for_count<S, Step, kQ>(count, queries + q0 * dim, dim, panel, valid_rows,
+                                              out + q0 * ld_out + r0, ld_out, ahead);
+        }
+    }
+    ::operator delete(panel, std::align_val_t{64});
+}
+
+// The table's dot_block / l2_block: panels where enough queries amortise the packing.
+template <class S, class Step>
+void pairwise_block(const float* queries, std::size_t n_queries, const float* rows,
+                    std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
+    if constexpr (S::kQueriesPerPanelTile > 0) {
+        if (n_queries >= kMinPanelQueries)
+            return panel_block<S, Step>(queries, n_queries, rows, n_rows, dim, out, ld_out);
+    }
+    reduce_block<S, Step>(queries, n_queries, rows, n_rows, dim, out, ld_out);
 }
 
 template <class S>
@@ -182,6 +311,7 @@ KernelTable make_kernel_table(const char* name) {
         &pairwise_block<S, L2Step>,
         &sqnorms<S>,
         {&score_row<S, Metric::L2>, &score_row<S, Metric::IP>, &score_row<S, Metric::Cosine>},
+        S::kQueriesPerPanelTile > 0 ? kMinPanelQueries : 0,
     };
 }
 

@@ -15,19 +15,27 @@ struct SimdAvx2 {
     // 2 queries x 4 rows = 8 accumulators + 4 row vectors + 1 query vector fit the 16 ymm
     // registers without spilling.
     static constexpr int kMaxQueriesPerTile = 2;
+    // Panel micro-kernel: 6 queries x 2 panel vectors = 12 accumulators + 2 panel vectors
+    // + 1 broadcast query value = 15 of the 16 ymm registers.
+    static constexpr int kQueriesPerPanelTile = 6;
 
     static V zero() { return _mm256_setzero_ps(); }
     static V set1(float v) { return _mm256_set1_ps(v); }
     static V load(const float* p) { return _mm256_loadu_ps(p); }
-    static V load_partial(const float* p, std::size_t n) {
-        // Lane i is loaded when mask lane i has its sign bit set; masked lanes read as 0
-        // and never touch memory, so reading a row's tail cannot fault.
+    // Lane i is moved when mask lane i has its sign bit set; masked lanes never touch
+    // memory, so a row's tail cannot fault (masked loads read them as 0).
+    static __m256i first_lanes(std::size_t n) {
         alignas(32) static const std::int32_t ramp[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
                                                           0,  0,  0,  0,  0,  0,  0,  0};
-        const __m256i mask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ramp + 8 - n));
-        return _mm256_maskload_ps(p, mask);
+        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ramp + 8 - n));
+    }
+    static V load_partial(const float* p, std::size_t n) {
+        return _mm256_maskload_ps(p, first_lanes(n));
     }
     static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+    static void store_partial(float* p, V v, std::size_t n) {
+        _mm256_maskstore_ps(p, first_lanes(n), v);
+    }
     static V add(V a, V b) { return _mm256_add_ps(a, b); }
     static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
     static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
@@ -52,6 +60,26 @@ struct SimdAvx2 {
         const __m256 cd = _mm256_hadd_ps(c, d);
         const __m256 abcd = _mm256_hadd_ps(ab, cd);
         _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+    }
+    // In-place 8 x 8 transpose (v[i] lane j <-> v[j] lane i): interleave pairs, then quads
+    // within 128-bit lanes, then swap 128-bit lanes.
+    static void transpose(V* v) {
+        V t[8];
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            v[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+            v[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+            v[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            v[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+        }
+        for (int j = 0; j < 4; ++j) {
+            t[j] = _mm256_permute2f128_ps(v[j], v[j + 4], 0x20);
+            t[j + 4] = _mm256_permute2f128_ps(v[j], v[j + 4], 0x31);
+        }
+        for (int j = 0; j < 8; ++j) v[j] = t[j];
     }
 };
 

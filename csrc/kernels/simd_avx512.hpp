@@ -14,6 +14,10 @@ struct SimdAvx512 {
     // 6 queries x 4 rows = 24 accumulators + 4 row vectors + 1 query vector: 29 of the 32
     // zmm registers.
     static constexpr int kMaxQueriesPerTile = 6;
+    // Panel micro-kernel: 12 queries x 2 panel vectors = 24 accumulators + 2 panel vectors
+    // + 1 broadcast query value. 24 independent FMA chains cover the 2 FMA pipes x 4 cycles
+    // of latency three times over, and each broadcast feeds two FMAs.
+    static constexpr int kQueriesPerPanelTile = 12;
 
     static V zero() { return _mm512_setzero_ps(); }
     static V set1(float v) { return _mm512_set1_ps(v); }
@@ -23,6 +27,9 @@ struct SimdAvx512 {
         return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
     }
     static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+    static void store_partial(float* p, V v, std::size_t n) {
+        _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v);
+    }
     static V add(V a, V b) { return _mm512_add_ps(a, b); }
     static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
     static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
@@ -39,6 +46,31 @@ struct SimdAvx512 {
         const __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256(d), _mm512_extractf32x8_ps(d, 1));
         const __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
         _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+    }
+    // In-place 16 x 16 transpose (v[i] lane j <-> v[j] lane i): interleave pairs, then
+    // quads within 128-bit lanes, then swap 128-bit lanes twice. 64 shuffles for 256 floats,
+    // which is what makes packing database rows cheap next to the FMAs that reuse them.
+    static void transpose(V* v) {
+        V t[16];
+        for (int i = 0; i < 16; i += 2) {
+            t[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(v[i], v[i + 1]);
+        }
+        for (int i = 0; i < 16; i += 4) {
+            v[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+            v[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+            v[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            v[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+        }
+        for (int i = 0; i < 16; i += 8)
+            for (int j = 0; j < 4; ++j) {
+                t[i + j] = _mm512_shuffle_f32x4(v[i + j], v[i + j + 4], 0x88);
+                t[i + j + 4] = _mm512_shuffle_f32x4(v[i + j], v[i + j + 4], 0xDD);
+            }
+        for (int j = 0; j < 8; ++j) {
+            v[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+            v[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
+        }
     }
 };
 

@@ -11,6 +11,9 @@ struct SimdScalar {
     using V = float;
     static constexpr std::size_t W = 1;
     static constexpr int kMaxQueriesPerTile = 4;
+    // No panel micro-kernel: one-lane "vectors" need no horizontal reductions, so packing
+    // would be pure overhead.
+    static constexpr int kQueriesPerPanelTile = 0;
 
     static V zero() { return 0.0f; }
     static V set1(float v) { return v; }
