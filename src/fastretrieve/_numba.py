@@ -95,6 +95,22 @@ def _scan_chunks(queries, database, factors, metric, exclude_self, chunk_rows,
         indices = best_indices[chunk]
         stop = False
         for row in range(begin, end):
+            # Without cached norms, each row's norm is computed here, while the row is in
+            # cache for its dot products: one pass over the database, as in the C++ kernel.
+            factor = np.float32(1.0)
+            if metric != _IP:
+                if factors.shape[0] > 0:
+                    factor = factors[row]
+                else:
+                    squared = np.float32(0.0)
+                    for t in range(dim):
+                        squared += database[row, t] * database[row, t]
+                    if metric == _L2:
+                        factor = squared
+                    elif squared > 0:
+                        factor = np.float32(1.0) / np.sqrt(squared)
+                    else:
+                        factor = np.float32(0.0)
             for q in range(n_queries):
                 if exclude_self and q == row:
                     continue
@@ -102,11 +118,11 @@ def _scan_chunks(queries, database, factors, metric, exclude_self, chunk_rows,
                 for t in range(dim):
                     dot += queries[q, t] * database[row, t]
                 if metric == _L2:
-                    score = factors[row] - np.float32(2.0) * dot
+                    score = factor - np.float32(2.0) * dot
                 elif metric == _IP:
                     score = -dot
                 else:
-                    score = -dot * factors[row]
+                    score = -dot * factor
                 if not np.isfinite(score):
                     bad_rows[chunk] = row  # rows are scanned in order: the chunk's first
                     stop = True
@@ -150,16 +166,16 @@ def sqnorms(x, threads=0):
     return out
 
 
-def _row_factors(database, metric, database_sqnorms, threads):
-    if metric == "ip":
+def _cached_factors(metric, database_sqnorms):
+    """Per-row score factors from cached squared norms; empty: the kernel computes them."""
+    if metric == "ip" or database_sqnorms is None:
         return np.empty(0, np.float32)
-    norms = database_sqnorms if database_sqnorms is not None else sqnorms(database, threads)
-    finite = np.isfinite(norms)
+    finite = np.isfinite(database_sqnorms)
     if not finite.all():
         raise ValueError(f"database row {int(np.argmin(finite))} contains NaN or infinity")
     if metric == "l2":
-        return np.ascontiguousarray(norms, np.float32)
-    roots = np.sqrt(norms)
+        return np.ascontiguousarray(database_sqnorms, np.float32)
+    roots = np.sqrt(database_sqnorms)
     return np.divide(1.0, roots, out=np.zeros_like(roots), where=roots > 0).astype(np.float32)
 
 
@@ -168,7 +184,7 @@ def knn(queries, database, k, metric, threads, database_sqnorms, exclude_self):
     keep = min(k, total - (1 if exclude_self else 0))
     if keep <= 0:
         return rescore_and_order(queries, database, np.full((n_queries, 0), -1, np.int64), k, metric)
-    factors = _row_factors(database, metric, database_sqnorms, threads)
+    factors = _cached_factors(metric, database_sqnorms)
     if metric == "cosine":
         norms = np.sqrt(sqnorms(queries, threads))
         queries = np.ascontiguousarray(queries / np.where(norms > 0, norms, 1)[:, None], np.float32)
