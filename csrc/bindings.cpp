@@ -16,6 +16,7 @@
 
 namespace py = pybind11;
 using fastretrieve::Metric;
+using fastretrieve::Storage;
 
 namespace {
 
@@ -28,39 +29,71 @@ Metric parse_metric(const std::string& name) {
     throw std::invalid_argument("unknown metric '" + name + "'");
 }
 
+Storage parse_storage(const std::string& name) {
+    if (name == "float32") return Storage::F32;
+    if (name == "float16") return Storage::F16;
+    if (name == "bfloat16") return Storage::BF16;
+    if (name == "int8") return Storage::I8;
+    throw std::invalid_argument("unknown storage '" + name + "'");
+}
+
 void require_matrix(const py::array& a, const char* name) {
     if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D");
     if (!py::isinstance<FloatMatrix>(a) || !(a.flags() & py::array::c_style))
         throw std::invalid_argument(std::string(name) + " must be C-contiguous float32");
 }
 
+// The database's element type per storage: float16 and bfloat16 travel as their uint16 bit
+// patterns, int8 as the quantiser's codes.
+void require_database(const py::array& a, Storage storage) {
+    if (storage == Storage::F32) return require_matrix(a, "database");
+    if (a.ndim() != 2) throw std::invalid_argument("database must be 2-D");
+    const bool typed = storage == Storage::I8 ? py::isinstance<py::array_t<std::int8_t>>(a)
+                                              : py::isinstance<py::array_t<std::uint16_t>>(a);
+    if (!typed || !(a.flags() & py::array::c_style))
+        throw std::invalid_argument(storage == Storage::I8
+                                        ? "int8 database must be C-contiguous int8 codes"
+                                        : "float16/bfloat16 database must be C-contiguous uint16");
+}
+
+const float* float_vector(const std::optional<py::array>& a, std::size_t length, const char* name) {
+    if (!a) return nullptr;
+    if (a->ndim() != 1 || static_cast<std::size_t>(a->shape(0)) != length ||
+        !py::isinstance<py::array_t<float>>(*a) || !(a->flags() & py::array::c_style))
+        throw std::invalid_argument(std::string(name) + " must be float32 of shape (" +
+                                    std::to_string(length) + ",)");
+    return static_cast<const float*>(a->data());
+}
+
 py::tuple knn(const py::array& queries, const py::array& database, std::size_t k,
               const std::string& metric, std::size_t threads,
-              const std::optional<py::array>& database_sqnorms, bool exclude_self) {
+              const std::optional<py::array>& database_sqnorms, bool exclude_self,
+              const std::string& storage_name, const std::optional<py::array>& quant_low,
+              const std::optional<py::array>& quant_step) {
+    const Storage storage = parse_storage(storage_name);
     require_matrix(queries, "queries");
-    require_matrix(database, "database");
+    require_database(database, storage);
     if (queries.shape(1) != database.shape(1))
         throw std::invalid_argument("queries and database differ in dimension");
     if (database.shape(0) == 0) throw std::invalid_argument("database is empty");
     if (k == 0) throw std::invalid_argument("k must be >= 1");
-    if (exclude_self && queries.shape(0) != database.shape(0))
-        throw std::invalid_argument("exclude_self needs the queries to be the database");
-    const float* sqnorms = nullptr;
-    if (database_sqnorms) {
-        const py::array& s = *database_sqnorms;
-        if (s.ndim() != 1 || s.shape(0) != database.shape(0) || !py::isinstance<py::array_t<float>>(s) ||
-            !(s.flags() & py::array::c_style))
-            throw std::invalid_argument("database_sqnorms must be float32 of shape (len(database),)");
-        sqnorms = static_cast<const float*>(s.data());
-    }
+    if (exclude_self && (storage != Storage::F32 || queries.shape(0) != database.shape(0)))
+        throw std::invalid_argument("exclude_self needs the queries to be the (float32) database");
+    const std::size_t n_rows = database.shape(0), dim = queries.shape(1);
+    const float* sqnorms = float_vector(database_sqnorms, n_rows, "database_sqnorms");
+    if (storage != Storage::F32 && !sqnorms)
+        throw std::invalid_argument("database_sqnorms (of the decoded rows) is required for " +
+                                    storage_name + " storage");
+    const float* low = float_vector(quant_low, dim, "quant_low");
+    const float* step = float_vector(quant_step, dim, "quant_step");
+    if ((storage == Storage::I8) != (low && step))
+        throw std::invalid_argument("quant_low and quant_step go with int8 storage, and only with it");
     const std::size_t n_queries = queries.shape(0);
     py::array_t<float> distances({n_queries, k});
     py::array_t<std::int64_t> indices({n_queries, k});
     fastretrieve::KnnRequest request{
-        static_cast<const float*>(queries.data()), n_queries,
-        static_cast<const float*>(database.data()), static_cast<std::size_t>(database.shape(0)),
-        static_cast<std::size_t>(queries.shape(1)), k, parse_metric(metric), threads, sqnorms,
-        exclude_self};
+        static_cast<const float*>(queries.data()), n_queries, database.data(), n_rows, dim, k,
+        parse_metric(metric), threads, sqnorms, exclude_self, storage, low, step};
     float* out_d = distances.mutable_data();
     std::int64_t* out_i = indices.mutable_data();
     {
@@ -120,8 +153,11 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "fastretrieve's C++ kernels (private: use the fastretrieve package).";
     m.def("knn", &knn, py::arg("queries"), py::arg("database"), py::arg("k"), py::arg("metric"),
           py::arg("threads"), py::arg("database_sqnorms") = py::none(),
-          py::arg("exclude_self") = false,
-          "Exact k-NN: (distances float32 (n, k), indices int64 (n, k)), best first.");
+          py::arg("exclude_self") = false, py::arg("storage") = "float32",
+          py::arg("quant_low") = py::none(), py::arg("quant_step") = py::none(),
+          "Exact k-NN over float32, float16/bfloat16 (uint16 bits) or int8 (codes of the\n"
+          "quantiser low + (code + 128) * step) rows: (distances float32 (n, k), indices\n"
+          "int64 (n, k)), best first, exact with respect to the decoded rows.");
     m.def("distances", &pairwise, py::arg("a"), py::arg("b"), py::arg("metric"),
           py::arg("threads"), "Full (len(a), len(b)) float32 distance/similarity matrix.");
     m.def("sqnorms", &sqnorms, py::arg("rows"), py::arg("threads"),

@@ -46,7 +46,8 @@ CpuFeatures detect() {
     const bool os_tiles = (xcr0 & 0x60000) == 0x60000;    // XTILECFG + XTILEDATA
     const CpuidRegs leaf7 = cpuid(7, 0);
     const CpuidRegs leaf7_1 = cpuid(7, 1);
-    f.avx2 = os_ymm && bit(leaf7.ebx, 5) && bit(leaf1.ecx, 12);
+    // The avx2 level also widens float16 rows with F16C (leaf 1 ecx bit 29).
+    f.avx2 = os_ymm && bit(leaf7.ebx, 5) && bit(leaf1.ecx, 12) && bit(leaf1.ecx, 29);
     f.avx512 = os_zmm && bit(leaf7.ebx, 16) && bit(leaf7.ebx, 17) && bit(leaf7.ebx, 30) &&
                bit(leaf7.ebx, 31);
     f.avx512_vnni = f.avx512 && bit(leaf7.ecx, 11);

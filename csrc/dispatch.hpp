@@ -11,7 +11,7 @@
 namespace fastretrieve {
 
 struct CpuFeatures {
-    bool avx2 = false;  // with FMA and OS support for the ymm state
+    bool avx2 = false;  // with FMA, F16C and OS support for the ymm state
     bool avx512 = false;  // F + BW + DQ + VL with OS support for the zmm state
     bool avx512_bf16 = false;
     bool avx512_fp16 = false;

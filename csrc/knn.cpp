@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dispatch.hpp"
+#include "kernels/decode_scalar.hpp"
 #include "parallel.hpp"
 #include "topk.hpp"
 
@@ -31,6 +32,56 @@ std::size_t resolve_threads(std::size_t threads) {
 }
 
 std::size_t ceil_div(std::size_t a, std::size_t b) { return (a + b - 1) / b; }
+
+std::size_t stored_bytes(Storage storage) {
+    switch (storage) {
+        case Storage::F16:
+        case Storage::BF16: return 2;
+        case Storage::I8: return 1;
+        default: return sizeof(float);
+    }
+}
+
+// The first stored element of database row `row`.
+const void* stored_row(const KnnRequest& r, std::size_t row) {
+    return static_cast<const char*>(r.database) + row * r.dim * stored_bytes(r.storage);
+}
+
+// An int8 code decoded exactly as quantize.Int8Codec does in float32: (code + 128) * step,
+// rounded, then + low, rounded. Each step is done in double and rounded to float: the
+// product of a 9-bit integer and a float is exact in double, and a double sum of two floats
+// rounded to float is the correctly rounded float sum (53 >= 2 * 24 + 2 bits), so this is
+// bit-identical to the float32 arithmetic while no compiler can fuse it into an FMA.
+float decode_int8(std::int8_t code, float low, float step) {
+    const float scaled = static_cast<float>((static_cast<double>(code) + 128.0) * step);
+    return static_cast<float>(static_cast<double>(scaled) + low);
+}
+
+// Row `row` as float32: a pointer into the database for float32 storage, else the row
+// decoded into `scratch` (dim floats).
+const float* decoded_row(const KnnRequest& r, std::size_t row, float* scratch) {
+    const std::size_t dim = r.dim;
+    switch (r.storage) {
+        case Storage::F32: return static_cast<const float*>(r.database) + row * dim;
+        case Storage::F16: {
+            const auto* codes = static_cast<const std::uint16_t*>(stored_row(r, row));
+            for (std::size_t t = 0; t < dim; ++t) scratch[t] = float16_to_float(codes[t]);
+            break;
+        }
+        case Storage::BF16: {
+            const auto* codes = static_cast<const std::uint16_t*>(stored_row(r, row));
+            for (std::size_t t = 0; t < dim; ++t) scratch[t] = bfloat16_to_float(codes[t]);
+            break;
+        }
+        case Storage::I8: {
+            const auto* codes = static_cast<const std::int8_t*>(stored_row(r, row));
+            for (std::size_t t = 0; t < dim; ++t)
+                scratch[t] = decode_int8(codes[t], r.quant_low[t], r.quant_step[t]);
+            break;
+        }
+    }
+    return scratch;
+}
 
 // The lowest database row found to hold NaN or infinity, across threads.
 class BadRow {
@@ -68,10 +119,10 @@ void sqnorms_parallel(const KernelTable& kernels, const float* rows, std::size_t
 std::size_t block_factors(const KnnRequest& r, const KernelTable& kernels, std::size_t start,
                           std::size_t n, float* factors) {
     if (r.metric == Metric::IP) return n;
-    if (r.database_sqnorms)
+    if (r.database_sqnorms)  // always present for storage other than float32 (knn.hpp)
         std::copy(r.database_sqnorms + start, r.database_sqnorms + start + n, factors);
     else
-        kernels.sqnorms(r.database + start * r.dim, n, r.dim, factors);
+        kernels.sqnorms(static_cast<const float*>(r.database) + start * r.dim, n, r.dim, factors);
     for (std::size_t j = 0; j < n; ++j) {
         if (!std::isfinite(factors[j])) return j;
         if (r.metric == Metric::Cosine) factors[j] = factors[j] > 0 ? 1.0f / std::sqrt(factors[j]) : 0.0f;
@@ -79,18 +130,45 @@ std::size_t block_factors(const KnnRequest& r, const KernelTable& kernels, std::
     return n;
 }
 
-std::vector<float> unit_queries(const KnnRequest& r) {
-    std::vector<float> unit(r.queries, r.queries + r.n_queries * r.dim);
+// The queries as the kernels take them, and per query the offset score_row adds to each
+// of its dot products. Cosine scans unit queries. int8 rows are scanned as their codes c:
+// with q'[t] = q[t] * step[t],
+//   <q, x> = sum_t q[t] * (low[t] + (c[t] + 128) * step[t])
+//          = <q', c> + (sum_t q[t] * low[t] + 128 * sum_t q'[t]),
+// the bracket being one float64 sum per query, rounded once. The kernel's float32 <q', c>
+// then carries rounding of the same size as a float32 dot product with the decoded row.
+struct ScanQueries {
+    std::vector<float> values;  // empty: scan r.queries as they are
+    std::vector<float> dot_offsets;
+};
+
+ScanQueries scan_queries(const KnnRequest& r) {
+    ScanQueries scan;
+    scan.dot_offsets.assign(r.n_queries, 0.0f);
+    const bool unit = r.metric == Metric::Cosine, fold = r.storage == Storage::I8;
+    if (!unit && !fold) return scan;
+    scan.values.assign(r.queries, r.queries + r.n_queries * r.dim);
     for (std::size_t i = 0; i < r.n_queries; ++i) {
-        float* q = unit.data() + i * r.dim;
-        double sq = 0;
-        for (std::size_t t = 0; t < r.dim; ++t) sq += double(q[t]) * q[t];
-        if (sq > 0) {
-            const float inv = static_cast<float>(1.0 / std::sqrt(sq));
-            for (std::size_t t = 0; t < r.dim; ++t) q[t] *= inv;
+        float* q = scan.values.data() + i * r.dim;
+        if (unit) {
+            double sq = 0;
+            for (std::size_t t = 0; t < r.dim; ++t) sq += double(q[t]) * q[t];
+            if (sq > 0) {
+                const float inv = static_cast<float>(1.0 / std::sqrt(sq));
+                for (std::size_t t = 0; t < r.dim; ++t) q[t] *= inv;
+            }
+        }
+        if (fold) {
+            double offset = 0;
+            for (std::size_t t = 0; t < r.dim; ++t) {
+                offset += double(q[t]) * r.quant_low[t];
+                q[t] *= r.quant_step[t];
+                offset += 128.0 * q[t];
+            }
+            scan.dot_offsets[i] = static_cast<float>(offset);
         }
     }
-    return unit;
+    return scan;
 }
 
 // Four partial sums per quantity: the compiler may not reassociate float64 adds, and one
@@ -122,19 +200,21 @@ double exact_distance(const float* q, const float* x, std::size_t dim, Metric me
 // this many candidates ahead overlaps its memory latency with the rescoring of others.
 constexpr std::size_t kRescorePrefetchDistance = 8;
 
-void prefetch_row(const float* row, std::size_t dim) {
-    const char* bytes = reinterpret_cast<const char*>(row);
-    for (std::size_t offset = 0; offset < dim * sizeof(float); offset += 64)
+void prefetch_row(const KnnRequest& r, std::size_t row) {
+    const char* bytes = static_cast<const char*>(stored_row(r, row));
+    for (std::size_t offset = 0; offset < r.dim * stored_bytes(r.storage); offset += 64)
         __builtin_prefetch(bytes + offset);
 }
 
 // Scans database rows [row_begin, row_end) for a block of queries, feeding one TopK per
 // query. `dots` is scratch of query_count x kRowBlock floats.
 void scan_rows(const KnnRequest& r, const KernelTable& kernels, const float* queries,
-               std::size_t query_begin, std::size_t query_count, std::size_t row_begin,
+               const float* dot_offsets, std::size_t query_begin, std::size_t query_count,
+               std::size_t row_begin,
                std::size_t row_end, std::vector<TopK>& best, std::vector<float>& dots,
                BadRow& bad) {
     const ScoreRowFn score_row = kernels.score_row[static_cast<int>(r.metric)];
+    const DotBlockFn dot_block = kernels.dot_block[static_cast<int>(r.storage)];
     // Whichever pass reads a block first waits for memory. The panel kernel hides that
     // wait (it prefetches each strip while multiplying the one before), so it goes first;
     // otherwise the norms' plain sequential loop goes first, which streams faster than the
@@ -150,13 +230,14 @@ void scan_rows(const KnnRequest& r, const KernelTable& kernels, const float* que
             return bad_norm == n_rows;
         };
         if (!products_first && !norms_ok()) return;
-        kernels.dot_block(queries + query_begin * r.dim, query_count, r.database + start * r.dim,
-                          n_rows, r.dim, dots.data(), kRowBlock);
+        dot_block(queries + query_begin * r.dim, query_count, stored_row(r, start), n_rows, r.dim,
+                  dots.data(), kRowBlock);
         if (products_first && !norms_ok()) return;
         for (std::size_t i = 0; i < query_count; ++i) {
             float* scores = dots.data() + i * kRowBlock;
             bool non_finite = false;
-            const float lowest = score_row(scores, factors, n_rows, &non_finite);
+            const float lowest =
+                score_row(scores, dot_offsets[query_begin + i], factors, n_rows, &non_finite);
             if (non_finite) {
                 for (std::size_t j = 0; j < n_rows; ++j)
                     if (!std::isfinite(scores[j])) {
@@ -191,12 +272,13 @@ void finish_query(const KnnRequest& r, std::size_t query, std::vector<Candidate>
     const bool ascending = r.metric == Metric::L2;
     std::vector<std::pair<double, std::int64_t>> exact;
     exact.reserve(candidates.size());
+    std::vector<float> scratch(r.storage == Storage::F32 ? 0 : r.dim);
     for (std::size_t j = 0; j < candidates.size(); ++j) {
         if (j + kRescorePrefetchDistance < candidates.size())
-            prefetch_row(r.database + candidates[j + kRescorePrefetchDistance].index * r.dim, r.dim);
+            prefetch_row(r, candidates[j + kRescorePrefetchDistance].index);
         const std::int64_t index = candidates[j].index;
-        const double value = exact_distance(r.queries + query * r.dim, r.database + index * r.dim,
-                                            r.dim, r.metric);
+        const double value = exact_distance(r.queries + query * r.dim,
+                                            decoded_row(r, index, scratch.data()), r.dim, r.metric);
         exact.emplace_back(ascending ? value : -value, index);
     }
     std::sort(exact.begin(), exact.end());
@@ -228,8 +310,8 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
     }
 
     BadRow bad;
-    const std::vector<float> unit = r.metric == Metric::Cosine ? unit_queries(r) : std::vector<float>();
-    const float* queries = r.metric == Metric::Cosine ? unit.data() : r.queries;
+    const ScanQueries scan = scan_queries(r);
+    const float* queries = scan.values.empty() ? r.queries : scan.values.data();
 
     // Few queries: split the database into chunks so every thread streams its own part
     // (bandwidth-bound), then merge per query. Many queries: one task per query block
@@ -252,8 +334,8 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
         const std::size_t row_end = std::min(r.n_database, row_begin + chunk_rows);
         std::vector<TopK> local(query_count, TopK(keep));
         std::vector<float> dots(query_count * kRowBlock);
-        scan_rows(r, kernels, queries, query_begin, query_count, row_begin, row_end, local,
-                  dots, bad);
+        scan_rows(r, kernels, queries, scan.dot_offsets.data(), query_begin, query_count,
+                  row_begin, row_end, local, dots, bad);
         if (n_chunks > 1) {
             best[task] = std::move(local);
             return;
@@ -286,12 +368,15 @@ void pairwise_distances(const float* a, std::size_t n_a, const float* b, std::si
                         std::size_t dim, Metric metric, std::size_t threads, float* out) {
     const KernelTable& kernels = active_kernels();
     threads = resolve_threads(threads);
-    const DotBlockFn block_fn = metric == Metric::L2 ? kernels.l2_block : kernels.dot_block;
+    const DotBlockFn dot_fn = kernels.dot_block[static_cast<int>(Storage::F32)];
     const std::size_t a_blocks = ceil_div(n_a, kQueryBlock), b_blocks = ceil_div(n_b, kRowBlock);
     parallel_for(a_blocks * b_blocks, threads, [&](std::size_t task) {
         const std::size_t a0 = (task / b_blocks) * kQueryBlock, b0 = (task % b_blocks) * kRowBlock;
-        block_fn(a + a0 * dim, std::min(kQueryBlock, n_a - a0), b + b0 * dim,
-                 std::min(kRowBlock, n_b - b0), dim, out + a0 * n_b + b0, n_b);
+        const std::size_t na = std::min(kQueryBlock, n_a - a0), nb = std::min(kRowBlock, n_b - b0);
+        if (metric == Metric::L2)
+            kernels.l2_block(a + a0 * dim, na, b + b0 * dim, nb, dim, out + a0 * n_b + b0, n_b);
+        else
+            dot_fn(a + a0 * dim, na, b + b0 * dim, nb, dim, out + a0 * n_b + b0, n_b);
     });
     if (metric != Metric::Cosine) return;
     std::vector<float> inv_a(n_a), inv_b(n_b);

@@ -1,5 +1,6 @@
-// The avx2 kernel table. CMakeLists.txt compiles this file with its own ISA flags;
-// nothing else in the extension is compiled with them.
+// The avx2 kernel table. CMakeLists.txt compiles this file with its own ISA flags
+// (AVX2, FMA, and F16C to widen float16 rows); nothing else in the extension is compiled
+// with them.
 #include "simd_avx2.hpp"
 // simd traits first: kernels-inl.hpp is written against them.
 #include "kernels-inl.hpp"

@@ -8,31 +8,46 @@
 
 namespace fastretrieve {
 
-// out[i * ld_out + j] = <queries[i], rows[j]>   for i < n_queries, j < n_rows.
-using DotBlockFn = void (*)(const float* queries, std::size_t n_queries, const float* rows,
+// How database rows are stored. Queries are always float32; the kernels widen each stored
+// element to float32 exactly (every float16, bfloat16 and int8 value is a float32) and
+// do all arithmetic in float32.
+//   F32:  float
+//   F16:  IEEE half precision bit patterns (std::uint16_t)
+//   BF16: bfloat16 bit patterns (std::uint16_t), the upper half of a float32
+//   I8:   int8 codes (std::int8_t) of a per-dimension scalar quantiser; the kernel sees the
+//         codes themselves as floats, the driver folds the quantiser into the queries.
+enum class Storage : int { F32 = 0, F16 = 1, BF16 = 2, I8 = 3 };
+constexpr int kStorageKinds = 4;
+
+// out[i * ld_out + j] = <queries[i], rows[j]>   for i < n_queries, j < n_rows, where rows
+// holds n_rows x dim elements of the table entry's Storage.
+using DotBlockFn = void (*)(const float* queries, std::size_t n_queries, const void* rows,
                             std::size_t n_rows, std::size_t dim, float* out,
                             std::size_t ld_out);
 
-// out[i * ld_out + j] = sum_t (queries[i][t] - rows[j][t])^2, computed directly (no
-// cancellation for near-identical vectors). Same shape contract as DotBlockFn.
-using L2BlockFn = DotBlockFn;
+// out[i * ld_out + j] = sum_t (queries[i][t] - rows[j][t])^2 over float32 rows, computed
+// directly (no cancellation for near-identical vectors). Same shape contract as DotBlockFn.
+using L2BlockFn = void (*)(const float* queries, std::size_t n_queries, const float* rows,
+                           std::size_t n_rows, std::size_t dim, float* out,
+                           std::size_t ld_out);
 
 // out[j] = <rows[j], rows[j]>.
 using SqnormsFn = void (*)(const float* rows, std::size_t n_rows, std::size_t dim, float* out);
 
-// Turns one row of dot products into smaller-is-better selection scores, in place:
-//   l2:     scores[j] = row_aux[j] - 2 * dots[j]      (row_aux = squared norms)
-//   ip:     scores[j] = -dots[j]                       (row_aux unused)
-//   cosine: scores[j] = -dots[j] * row_aux[j]          (row_aux = inverse norms, 0 for 0)
+// Turns one row of dot products into smaller-is-better selection scores, in place, with
+// d[j] = dots[j] + dot_offset (the query's share of a folded int8 quantiser, else 0):
+//   l2:     scores[j] = row_aux[j] - 2 * d[j]      (row_aux = squared norms)
+//   ip:     scores[j] = -d[j]                       (row_aux unused)
+//   cosine: scores[j] = -d[j] * row_aux[j]          (row_aux = inverse norms, 0 for 0)
 // Returns the minimum score and sets *non_finite when any score is NaN or infinite.
-using ScoreRowFn = float (*)(float* dots_to_scores, const float* row_aux, std::size_t n,
-                             bool* non_finite);
+using ScoreRowFn = float (*)(float* dots_to_scores, float dot_offset, const float* row_aux,
+                             std::size_t n, bool* non_finite);
 
 enum class Metric : int { L2 = 0, IP = 1, Cosine = 2 };
 
 struct KernelTable {
     const char* name;  // "scalar", "avx2", "avx512", "neon"
-    DotBlockFn dot_block;
+    DotBlockFn dot_block[kStorageKinds];  // indexed by Storage
     L2BlockFn l2_block;
     SqnormsFn sqnorms;
     ScoreRowFn score_row[3];  // indexed by Metric

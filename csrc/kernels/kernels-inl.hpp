@@ -1,5 +1,6 @@
 // The distance kernel bodies, written once and templated on a SIMD traits type `S`
-// (simd_scalar.hpp, simd_avx2.hpp, simd_avx512.hpp). Each ISA translation unit includes
+// (simd_scalar.hpp, simd_avx2.hpp, simd_avx512.hpp) and, for dot products, on how the
+// database rows are stored (F32Rows, F16Rows, BF16Rows, I8Rows below). Each ISA translation unit includes
 // this file after its traits and instantiates make_kernel_table<S>() under its own
 // compile flags. Everything here sits in an anonymous namespace and uses no standard
 // library templates, so no symbol compiled for one ISA can be picked by the linker for
@@ -7,12 +8,55 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <new>
 
 #include "kernel_table.hpp"
 
 namespace fastretrieve {
 namespace {
+
+// How a kernel reads one Storage kind: its element type and the traits' widening loads.
+// Every stored value is widened to float32 exactly, so the dot products are float32
+// arithmetic on the stored vectors themselves. For int8 the loads yield the codes c, not
+// the decoded values low[t] + (c + 128) * step[t]: the driver folds the quantiser into the
+// query (q'[t] = q[t] * step[t], plus a per-query offset), which makes an int8 row as
+// cheap to read as a float16 one -- dequantising on load would cost a multiply and an add
+// per element and two extra vector loads of low and step, in the loop that the smaller
+// rows were meant to speed up. The folded sum differs from the dot product with the
+// decoded float32 row only by float32 rounding, as any summation order does; the
+// driver's float64 rescoring then reads the decoded row itself.
+struct F32Rows {
+    using Stored = float;
+    template <class S> static typename S::V load(const Stored* p) { return S::load(p); }
+    template <class S> static typename S::V load_partial(const Stored* p, std::size_t n) {
+        return S::load_partial(p, n);
+    }
+};
+
+struct F16Rows {
+    using Stored = std::uint16_t;
+    template <class S> static typename S::V load(const Stored* p) { return S::load_f16(p); }
+    template <class S> static typename S::V load_partial(const Stored* p, std::size_t n) {
+        return S::load_f16_partial(p, n);
+    }
+};
+
+struct BF16Rows {
+    using Stored = std::uint16_t;
+    template <class S> static typename S::V load(const Stored* p) { return S::load_bf16(p); }
+    template <class S> static typename S::V load_partial(const Stored* p, std::size_t n) {
+        return S::load_bf16_partial(p, n);
+    }
+};
+
+struct I8Rows {
+    using Stored = std::int8_t;
+    template <class S> static typename S::V load(const Stored* p) { return S::load_i8(p); }
+    template <class S> static typename S::V load_partial(const Stored* p, std::size_t n) {
+        return S::load_i8_partial(p, n);
+    }
+};
 
 // Rows of the database handled per micro-kernel call: four accumulators per query feed
 // S::reduce4, which sums four vectors horizontally in one go.
@@ -35,9 +79,9 @@ struct L2Step {
 
 // Register-blocked micro-kernel: Q queries x 4 rows, accumulated along the dimension in
 // SIMD registers, reduced once at the end. Writes sums[i * 4 + r].
-template <class S, class Step, int Q>
-inline void tile(const float* const* queries, const float* const* rows, std::size_t dim,
-                 float* sums) {
+template <class S, class Step, class R, int Q>
+inline void tile(const float* const* queries, const typename R::Stored* const* rows,
+                 std::size_t dim, float* sums) {
     using V = typename S::V;
     V acc[Q][kRowsPerTile];
     for (int i = 0; i < Q; ++i)
@@ -46,7 +90,7 @@ inline void tile(const float* const* queries, const float* const* rows, std::siz
     std::size_t t = 0;
     for (; t + S::W <= dim; t += S::W) {
         V x[kRowsPerTile];
-        for (std::size_t r = 0; r < kRowsPerTile; ++r) x[r] = S::load(rows[r] + t);
+        for (std::size_t r = 0; r < kRowsPerTile; ++r) x[r] = R::template load<S>(rows[r] + t);
         for (int i = 0; i < Q; ++i) {
             const V q = S::load(queries[i] + t);
             for (std::size_t r = 0; r < kRowsPerTile; ++r)
@@ -56,7 +100,8 @@ inline void tile(const float* const* queries, const float* const* rows, std::siz
     if (t < dim) {  // the dimension's tail: zero-filled lanes add nothing to either step
         const std::size_t rest = dim - t;
         V x[kRowsPerTile];
-        for (std::size_t r = 0; r < kRowsPerTile; ++r) x[r] = S::load_partial(rows[r] + t, rest);
+        for (std::size_t r = 0; r < kRowsPerTile; ++r)
+            x[r] = R::template load_partial<S>(rows[r] + t, rest);
         for (int i = 0; i < Q; ++i) {
             const V q = S::load_partial(queries[i] + t, rest);
             for (std::size_t r = 0; r < kRowsPerTile; ++r)
@@ -67,38 +112,40 @@ inline void tile(const float* const* queries, const float* const* rows, std::siz
         S::reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3], sums + i * kRowsPerTile);
 }
 
-template <class S, class Step, int Q>
-inline void tile_to_out(const float* const* queries, const float* const* rows, std::size_t dim,
-                        std::size_t valid_rows, float* out, std::size_t ld_out) {
+template <class S, class Step, class R, int Q>
+inline void tile_to_out(const float* const* queries, const typename R::Stored* const* rows,
+                        std::size_t dim, std::size_t valid_rows, float* out, std::size_t ld_out) {
     float sums[Q * kRowsPerTile];
-    tile<S, Step, Q>(queries, rows, dim, sums);
+    tile<S, Step, R, Q>(queries, rows, dim, sums);
     for (int i = 0; i < Q; ++i)
         for (std::size_t r = 0; r < valid_rows; ++r) out[i * ld_out + r] = sums[i * kRowsPerTile + r];
 }
 
 // Picks the micro-kernel instantiation for the number of queries left (1..kMax).
-template <class S, class Step, int Q>
-inline void tile_for_count(int count, const float* const* queries, const float* const* rows,
-                           std::size_t dim, std::size_t valid_rows, float* out,
-                           std::size_t ld_out) {
+template <class S, class Step, class R, int Q>
+inline void tile_for_count(int count, const float* const* queries,
+                           const typename R::Stored* const* rows, std::size_t dim,
+                           std::size_t valid_rows, float* out, std::size_t ld_out) {
     if constexpr (Q > 1) {
         if (count < Q)
-            return tile_for_count<S, Step, Q - 1>(count, queries, rows, dim, valid_rows, out,
-                                                  ld_out);
+            return tile_for_count<S, Step, R, Q - 1>(count, queries, rows, dim, valid_rows, out,
+                                                     ld_out);
     }
-    tile_to_out<S, Step, Q>(queries, rows, dim, valid_rows, out, ld_out);
+    tile_to_out<S, Step, R, Q>(queries, rows, dim, valid_rows, out, ld_out);
 }
 
 // Few queries: out[i][j] = Step-reduction of queries[i] against rows[j], straight from
-// the row-major rows. Rows are the outer loop so that four database rows stay in L1 while
-// every query of the block passes over them.
-template <class S, class Step>
-void reduce_block(const float* queries, std::size_t n_queries, const float* rows,
+// the row-major rows, widened on load (so a 2-byte or 1-byte row costs a half or a quarter
+// of the memory traffic of a float32 one, which is what bounds this regime). Rows are the
+// outer loop so that four database rows stay in L1 while every query of the block passes
+// over them.
+template <class S, class Step, class R>
+void reduce_block(const float* queries, std::size_t n_queries, const typename R::Stored* rows,
                   std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
     constexpr int kMax = S::kMaxQueriesPerTile;
     for (std::size_t r0 = 0; r0 < n_rows; r0 += kRowsPerTile) {
         const std::size_t valid_rows = n_rows - r0 < kRowsPerTile ? n_rows - r0 : kRowsPerTile;
-        const float* row_ptrs[kRowsPerTile];
+        const typename R::Stored* row_ptrs[kRowsPerTile];
         for (std::size_t r = 0; r < kRowsPerTile; ++r)  // a short tail repeats its last row
             row_ptrs[r] = rows + (r0 + (r < valid_rows ? r : valid_rows - 1)) * dim;
         for (std::size_t q0 = 0; q0 < n_queries; q0 += kMax) {
@@ -106,7 +153,7 @@ void reduce_block(const float* queries, std::size_t n_queries, const float* rows
             const int count = left < static_cast<std::size_t>(kMax) ? static_cast<int>(left) : kMax;
             const float* query_ptrs[kMax];
             for (int i = 0; i < count; ++i) query_ptrs[i] = queries + (q0 + i) * dim;
-            tile_for_count<S, Step, kMax>(count, query_ptrs, row_ptrs, dim, valid_rows,
+            tile_for_count<S, Step, R, kMax>(count, query_ptrs, row_ptrs, dim, valid_rows,
                                           out + q0 * ld_out + r0, ld_out);
         }
     }
@@ -121,20 +168,22 @@ void reduce_block(const float* queries, std::size_t n_queries, const float* rows
 constexpr std::size_t kMinPanelQueries = 8;
 
 // Copies 2W rows (a short strip repeats its last row) transposed into panel[t * 2W + r],
-// one W x W block at a time.
-template <class S>
-inline void pack_panel(const float* const* row_ptrs, std::size_t dim, float* panel) {
+// one W x W block at a time, widening stored elements to float32 on the way: the
+// micro-kernel below stays the same float32 loop for every Storage.
+template <class S, class R>
+inline void pack_panel(const typename R::Stored* const* row_ptrs, std::size_t dim, float* panel) {
     using V = typename S::V;
     constexpr std::size_t W = S::W, P = 2 * W;
     for (std::size_t half = 0; half < 2; ++half) {
-        const float* const* half_rows = row_ptrs + half * W;
+        const typename R::Stored* const* half_rows = row_ptrs + half * W;
         for (std::size_t t0 = 0; t0 < dim; t0 += W) {
             const std::size_t rest = dim - t0;
             V v[W];
             if (rest >= W)
-                for (std::size_t r = 0; r < W; ++r) v[r] = S::load(half_rows[r] + t0);
+                for (std::size_t r = 0; r < W; ++r) v[r] = R::template load<S>(half_rows[r] + t0);
             else
-                for (std::size_t r = 0; r < W; ++r) v[r] = S::load_partial(half_rows[r] + t0, rest);
+                for (std::size_t r = 0; r < W; ++r)
+                    v[r] = R::template load_partial<S>(half_rows[r] + t0, rest);
             S::transpose(v);
             const std::size_t columns = rest < W ? rest : W;
             for (std::size_t j = 0; j < columns; ++j) S::store(panel + (t0 + j) * P + half * W, v[j]);
@@ -202,8 +251,8 @@ inline void panel_tile_for_count(int count, const float* queries, std::size_t di
 
 // Each panel is packed once, then every query of the block passes over it while it sits
 // in L1 (2W rows x dim floats: 16 KiB at d = 128 with AVX-512).
-template <class S, class Step>
-void panel_block(const float* queries, std::size_t n_queries, const float* rows,
+template <class S, class Step, class R>
+void panel_block(const float* queries, std::size_t n_queries, const typename R::Stored* rows,
                  std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
     constexpr std::size_t P = 2 * S::W;
     constexpr int kQ = S::kQueriesPerPanelTile;
@@ -211,10 +260,10 @@ void panel_block(const float* queries, std::size_t n_queries, const float* rows,
     float* panel = static_cast<float*>(::operator new(P * dim * sizeof(float), std::align_val_t{64}));
     for (std::size_t r0 = 0; r0 < n_rows; r0 += P) {
         const std::size_t valid_rows = n_rows - r0 < P ? n_rows - r0 : P;
-        const float* row_ptrs[P];
+        const typename R::Stored* row_ptrs[P];
         for (std::size_t r = 0; r < P; ++r)
             row_ptrs[r] = rows + (r0 + (r < valid_rows ? r : valid_rows - 1)) * dim;
-        pack_panel<S>(row_ptrs, dim, panel);
+        pack_panel<S, R>(row_ptrs, dim, panel);
         const std::size_t next_end = r0 + 2 * P < n_rows ? r0 + 2 * P : n_rows;
         PrefetchCursor ahead{reinterpret_cast<const char*>(rows + (r0 + valid_rows) * dim),
                              reinterpret_cast<const char*>(rows + next_end * dim)};
@@ -229,14 +278,27 @@ void panel_block(const float* queries, std::size_t n_queries, const float* rows,
 }
 
 // The table's dot_block / l2_block: panels where enough queries amortise the packing.
-template <class S, class Step>
-void pairwise_block(const float* queries, std::size_t n_queries, const float* rows,
+template <class S, class Step, class R>
+void pairwise_block(const float* queries, std::size_t n_queries, const typename R::Stored* rows,
                     std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
     if constexpr (S::kQueriesPerPanelTile > 0) {
         if (n_queries >= kMinPanelQueries)
-            return panel_block<S, Step>(queries, n_queries, rows, n_rows, dim, out, ld_out);
+            return panel_block<S, Step, R>(queries, n_queries, rows, n_rows, dim, out, ld_out);
     }
-    reduce_block<S, Step>(queries, n_queries, rows, n_rows, dim, out, ld_out);
+    reduce_block<S, Step, R>(queries, n_queries, rows, n_rows, dim, out, ld_out);
+}
+
+template <class S, class R>
+void dot_block(const float* queries, std::size_t n_queries, const void* rows, std::size_t n_rows,
+               std::size_t dim, float* out, std::size_t ld_out) {
+    pairwise_block<S, DotStep, R>(queries, n_queries, static_cast<const typename R::Stored*>(rows),
+                                  n_rows, dim, out, ld_out);
+}
+
+template <class S>
+void l2_block(const float* queries, std::size_t n_queries, const float* rows, std::size_t n_rows,
+              std::size_t dim, float* out, std::size_t ld_out) {
+    pairwise_block<S, L2Step, F32Rows>(queries, n_queries, rows, n_rows, dim, out, ld_out);
 }
 
 template <class S>
@@ -280,13 +342,15 @@ inline float score_scalar(float dot, const float* aux) {
 }
 
 template <class S, Metric M>
-float score_row(float* values, const float* aux, std::size_t n, bool* non_finite) {
+float score_row(float* values, float dot_offset, const float* aux, std::size_t n,
+                bool* non_finite) {
     using V = typename S::V;
+    const V offset = S::set1(dot_offset);
     V lowest = S::set1(__builtin_inff());
     V poison = S::zero();  // becomes NaN once any score is NaN or infinite (x - x)
     std::size_t j = 0;
     for (; j + S::W <= n; j += S::W) {
-        const V score = score_vector<S, M>(S::load(values + j), aux + j);
+        const V score = score_vector<S, M>(S::add(S::load(values + j), offset), aux + j);
         S::store(values + j, score);
         lowest = S::min(lowest, score);
         poison = S::add(poison, S::sub(score, score));
@@ -294,7 +358,7 @@ float score_row(float* values, const float* aux, std::size_t n, bool* non_finite
     float lowest_scalar = S::reduce_min(lowest);
     bool bad = S::any_nan(poison);
     for (; j < n; ++j) {
-        const float score = score_scalar<M>(values[j], aux + j);
+        const float score = score_scalar<M>(values[j] + dot_offset, aux + j);
         values[j] = score;
         lowest_scalar = score < lowest_scalar ? score : lowest_scalar;
         bad = bad || (score - score != 0.0f);
@@ -307,8 +371,9 @@ template <class S>
 KernelTable make_kernel_table(const char* name) {
     return KernelTable{
         name,
-        &pairwise_block<S, DotStep>,
-        &pairwise_block<S, L2Step>,
+        {&dot_block<S, F32Rows>, &dot_block<S, F16Rows>, &dot_block<S, BF16Rows>,
+         &dot_block<S, I8Rows>},
+        &l2_block<S>,
         &sqnorms<S>,
         {&score_row<S, Metric::L2>, &score_row<S, Metric::IP>, &score_row<S, Metric::Cosine>},
         S::kQueriesPerPanelTile > 0 ? kMinPanelQueries : 0,

@@ -32,6 +32,40 @@ struct SimdAvx2 {
     static V load_partial(const float* p, std::size_t n) {
         return _mm256_maskload_ps(p, first_lanes(n));
     }
+    // Stored rows, widened to float32: float16 by F16C (every AVX2 CPU has it; dispatch
+    // checks), bfloat16 by zero-extending to 32 bits and shifting into the upper half,
+    // int8 codes by sign extension and an exact int -> float conversion.
+    static V load_f16(const std::uint16_t* p) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+    static V load_bf16(const std::uint16_t* p) {
+        const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+    }
+    static V load_i8(const std::int8_t* p) {
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    }
+    // AVX2 has no masked loads of 8- or 16-bit elements: a row's tail (n < 8 elements) is
+    // copied into zeros first, so nothing past the row is read.
+    template <class T>
+    static void copy_tail(const T* p, std::size_t n, T* tail) {
+        for (std::size_t i = 0; i < n; ++i) tail[i] = p[i];
+    }
+    static V load_f16_partial(const std::uint16_t* p, std::size_t n) {
+        alignas(16) std::uint16_t tail[W] = {};
+        copy_tail(p, n, tail);
+        return load_f16(tail);
+    }
+    static V load_bf16_partial(const std::uint16_t* p, std::size_t n) {
+        alignas(16) std::uint16_t tail[W] = {};
+        copy_tail(p, n, tail);
+        return load_bf16(tail);
+    }
+    static V load_i8_partial(const std::int8_t* p, std::size_t n) {
+        alignas(16) std::int8_t tail[W] = {};
+        copy_tail(p, n, tail);
+        return load_i8(tail);
+    }
     static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
     static void store_partial(float* p, V v, std::size_t n) {
         _mm256_maskstore_ps(p, first_lanes(n), v);

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace fastretrieve {
 namespace {
@@ -24,11 +25,38 @@ struct SimdAvx512 {
     static V load(const float* p) { return _mm512_loadu_ps(p); }
     static V load_partial(const float* p, std::size_t n) {
         // Masked-off lanes are neither read nor faulted on.
-        return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
+        return _mm512_maskz_loadu_ps(first_lanes(n), p);
+    }
+    // Stored rows, widened to float32: float16 by vcvtph2ps (AVX-512F), bfloat16 by
+    // zero-extending to 32 bits and shifting into the upper half, int8 codes by sign
+    // extension and an exact int -> float conversion. Tails use AVX-512BW masked loads.
+    static __mmask16 first_lanes(std::size_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+    static V widen_f16(__m256i h) { return _mm512_cvtph_ps(h); }
+    static V widen_bf16(__m256i h) {
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    static V widen_i8(__m128i c) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c)); }
+    static V load_f16(const std::uint16_t* p) {
+        return widen_f16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+    static V load_f16_partial(const std::uint16_t* p, std::size_t n) {
+        return widen_f16(_mm256_maskz_loadu_epi16(first_lanes(n), p));
+    }
+    static V load_bf16(const std::uint16_t* p) {
+        return widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+    static V load_bf16_partial(const std::uint16_t* p, std::size_t n) {
+        return widen_bf16(_mm256_maskz_loadu_epi16(first_lanes(n), p));
+    }
+    static V load_i8(const std::int8_t* p) {
+        return widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+    static V load_i8_partial(const std::int8_t* p, std::size_t n) {
+        return widen_i8(_mm_maskz_loadu_epi8(first_lanes(n), p));
     }
     static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
     static void store_partial(float* p, V v, std::size_t n) {
-        _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v);
+        _mm512_mask_storeu_ps(p, first_lanes(n), v);
     }
     static V add(V a, V b) { return _mm512_add_ps(a, b); }
     static V sub(V a, V b) { return _mm512_sub_ps(a, b); }

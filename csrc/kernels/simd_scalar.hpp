@@ -3,6 +3,9 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+
+#include "decode_scalar.hpp"
 
 namespace fastretrieve {
 namespace {
@@ -19,6 +22,13 @@ struct SimdScalar {
     static V set1(float v) { return v; }
     static V load(const float* p) { return *p; }
     static V load_partial(const float*, std::size_t) { return 0.0f; }  // W == 1: no tail
+    // Stored rows, widened to float32 (W == 1: never a tail).
+    static V load_f16(const std::uint16_t* p) { return float16_to_float(*p); }
+    static V load_f16_partial(const std::uint16_t*, std::size_t) { return 0.0f; }
+    static V load_bf16(const std::uint16_t* p) { return bfloat16_to_float(*p); }
+    static V load_bf16_partial(const std::uint16_t*, std::size_t) { return 0.0f; }
+    static V load_i8(const std::int8_t* p) { return static_cast<float>(*p); }
+    static V load_i8_partial(const std::int8_t*, std::size_t) { return 0.0f; }
     static void store(float* p, V v) { *p = v; }
     static V add(V a, V b) { return a + b; }
     static V sub(V a, V b) { return a - b; }

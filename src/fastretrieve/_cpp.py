@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import _core
 
 NAME = "cpp"
@@ -15,8 +17,18 @@ def describe():
     return {"simd": _core.simd_level(), "simd_levels": _core.supported_levels()}
 
 
-def knn(queries, database, k, metric, threads, database_sqnorms, exclude_self):
-    return _core.knn(queries, database, k, metric, threads, database_sqnorms, exclude_self)
+# Backends that can scan low-precision rows in their stored form (search.knn's `storage`).
+STORED_ROWS = True
+
+
+def knn(queries, database, k, metric, threads, database_sqnorms, exclude_self,
+        storage="float32", quantiser=None):
+    if storage == "float16":
+        # The kernels read IEEE half precision as its bit patterns: a view, not a copy.
+        database = database.view(np.uint16)
+    low, step = quantiser if quantiser is not None else (None, None)
+    return _core.knn(queries, database, k, metric, threads, database_sqnorms, exclude_self,
+                     storage, low, step)
 
 
 def distances(a, b, metric, threads):

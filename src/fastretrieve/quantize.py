@@ -1,9 +1,10 @@
 """Storage codecs: how an `Index` keeps its vectors in float32, float16, bfloat16 or int8.
 
 Every codec turns float32 rows into stored codes (``encode``) and back (``decode``).
-Search on low-precision storage is exact with respect to the *decoded* vectors: the
-index decodes its codes to float32 and searches those exactly, so the only error is the
-rounding done once, at insert time, by ``encode``.
+Search on low-precision storage is exact with respect to the *decoded* vectors, so the
+only error is the rounding done once, at insert time, by ``encode``. The C++ kernels
+read the codes directly and widen them exactly as ``decode`` does (csrc/knn.cpp rescores
+with the same arithmetic); the Numba and NumPy backends search ``decode``d blocks.
 
 - ``float32``: stored as given.
 - ``float16``: IEEE half precision, round to nearest even. A value beyond the float16

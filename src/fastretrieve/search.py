@@ -109,16 +109,29 @@ def distances(a, b, metric="l2", *, threads=None):
     return matrix
 
 
-def knn(queries, database, k, metric, threads, *, database_sqnorms=None, exclude_self=False):
+def knn(queries, database, k, metric, threads, *, database_sqnorms=None, exclude_self=False,
+        storage="float32", quantiser=None):
     """Backend call on arguments already validated; for `Index` and internal callers.
 
-    ``queries``: float32 C-contiguous (n, d), finite, n >= 1. ``database``: float32
-    C-contiguous (N, d), N >= 1 (NaN/inf rows are reported by the backend).
-    ``database_sqnorms``: optional float32 (N,) cache of squared row norms, so that an
-    index does not recompute them per search. Returns (distances, indices) padded to k.
+    ``queries``: float32 C-contiguous (n, d), finite, n >= 1. ``database``: C-contiguous
+    (N, d), N >= 1, holding rows in ``storage`` (NaN/inf rows are reported by the backend):
+    ``"float32"``; ``"float16"`` (float16 or its uint16 bit patterns); ``"bfloat16"``
+    (uint16 bit patterns); ``"int8"`` (int8 codes, with ``quantiser=(low, step)``, float32
+    (d,) arrays, the row being ``low + (code + 128) * step``), as `quantize` stores them.
+    ``database_sqnorms``: float32 (N,) cache of squared norms of the decoded rows, so that
+    an index does not recompute them per search; required unless ``storage="float32"``.
+    Results are exact with respect to the decoded rows. Only backends with
+    ``STORED_ROWS`` (the C++ one) take low-precision storage; others get decoded rows from
+    their caller. Returns (distances, indices) padded to k.
     """
-    return active_backend().knn(
-        queries, database, k, metric, threads, database_sqnorms, exclude_self
+    backend = active_backend()
+    if storage == "float32":
+        return backend.knn(queries, database, k, metric, threads, database_sqnorms, exclude_self)
+    if not getattr(backend, "STORED_ROWS", False):
+        raise ValueError(f"the {backend.NAME} backend searches float32 rows only, not {storage}")
+    return backend.knn(
+        queries, database, k, metric, threads, database_sqnorms, exclude_self,
+        storage=storage, quantiser=quantiser,
     )
 
 

@@ -1,0 +1,109 @@
+"""Index search on float16, bfloat16 and int8 storage, on every kernel path.
+
+The C++ kernels scan the stored rows themselves (widening each element to float32); the
+Numba and NumPy backends search decoded blocks. Either way the answer must be the exact
+one for the stored, decoded vectors (what `Index.get` returns), checked against the
+float64 oracle -- for dimensions that hit every SIMD tail, and for 1, 9 and 70 queries,
+which cover both C++ regimes (the reducing tiles below 8 queries, packed panels from 8).
+"""
+
+import numpy as np
+import pytest
+
+from conftest import assert_matches_oracle
+from fastretrieve import Index, _backend
+from fastretrieve import index as index_module
+from fastretrieve.search import knn
+
+METRICS = ("l2", "ip", "cosine")
+LOW_PRECISION = ("float16", "bfloat16", "int8")
+ROWS = 600  # two full 256-row blocks and a ragged one, with a ragged last panel
+
+
+def filled_index(dtype, metric, dim, seed, shift=0.0):
+    rng = np.random.default_rng(seed)
+    index = Index(dim, metric=metric, dtype=dtype)
+    ids = index.add((rng.standard_normal((ROWS, dim)) + shift).astype(np.float32))
+    return index, ids, index.get(ids)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("dim", [1, 7, 16, 100, 257])
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_search_is_exact_on_the_decoded_vectors(kernel_path, dtype, dim, metric):
+    index, ids, decoded = filled_index(dtype, metric, dim, seed=dim)
+    rng = np.random.default_rng(1000 + dim)
+    for n_queries in (1, 9, 70):
+        queries = rng.standard_normal((n_queries, dim)).astype(np.float32)
+        distances, found = index.search(queries, 10)
+        assert_matches_oracle(queries, decoded, 10, metric, distances, found)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_int8_far_from_the_origin_stays_exact(kernel_path, metric):
+    # The folded quantiser's per-query offset is large here (low ~ 7 in every dimension):
+    # the scan must still rank the decoded vectors as the oracle does.
+    index, ids, decoded = filled_index("int8", metric, 33, seed=5, shift=10.0)
+    queries = (np.random.default_rng(6).standard_normal((12, 33)) + 10.0).astype(np.float32)
+    for batch in (queries[:1], queries):
+        distances, found = index.search(batch, 7)
+        assert_matches_oracle(batch, decoded, 7, metric, distances, found, tie_rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_equal_stored_rows_rank_the_earlier_one_first(kernel_path, dtype, monkeypatch):
+    # Small decode blocks, so the Numba and NumPy paths merge blocks too.
+    monkeypatch.setattr(index_module, "DECODE_BLOCK_BYTES", 3 * 4 * 4)
+    index = Index(3, metric="l2", dtype=dtype)
+    index.add(np.tile([[0.5, -0.25, 1.0], [2.0, 2.0, 2.0]], (9, 1)), ids=np.arange(18)[::-1])
+    distances, found = index.search([[0.5, -0.25, 1.0]] * 9, 12)
+    np.testing.assert_array_equal(found[:, :9], np.tile(np.arange(18)[::-1][0::2], (9, 1)))
+    np.testing.assert_array_equal(found[:, 9:], np.tile([16, 14, 12], (9, 1)))
+    assert (distances[:, :9] == distances[0, 0]).all()
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_cpp_scans_the_stored_rows_without_decoding_them(dtype, monkeypatch):
+    if _backend.active_backend().NAME != "cpp":
+        pytest.skip("the C++ backend is not active")
+    index, ids, decoded = filled_index(dtype, "l2", 24, seed=3)
+
+    def refuse(codes):
+        raise AssertionError("search decoded the stored rows")
+
+    monkeypatch.setattr(index._codec, "decode", refuse)
+    queries = np.random.default_rng(4).standard_normal((3, 24)).astype(np.float32)
+    distances, found = index.search(queries, 5)
+    assert_matches_oracle(queries, decoded, 5, "l2", distances, found)
+
+
+def test_knn_takes_stored_rows_only_on_the_cpp_backend(kernel_path):
+    codes = np.zeros((4, 2), np.uint16)
+    queries = np.ones((1, 2), np.float32)
+    norms = np.zeros(4, np.float32)
+    if getattr(_backend.active_backend(), "STORED_ROWS", False):
+        _, found = knn(queries, codes, 2, "ip", 0, database_sqnorms=norms, storage="bfloat16")
+        np.testing.assert_array_equal(found, [[0, 1]])
+    else:
+        with pytest.raises(ValueError, match="float32 rows only"):
+            knn(queries, codes, 2, "ip", 0, database_sqnorms=norms, storage="bfloat16")
+
+
+def test_cpp_knn_checks_stored_rows_and_quantiser():
+    core = pytest.importorskip("fastretrieve._core")
+    queries = np.ones((1, 3), np.float32)
+    norms = np.ones(2, np.float32)
+    low, step = np.zeros(3, np.float32), np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="uint16"):
+        core.knn(queries, np.zeros((2, 3), np.int8), 1, "l2", 0, norms, False, "bfloat16")
+    with pytest.raises(ValueError, match="int8 codes"):
+        core.knn(queries, np.zeros((2, 3), np.uint16), 1, "l2", 0, norms, False, "int8", low, step)
+    with pytest.raises(ValueError, match="database_sqnorms"):
+        core.knn(queries, np.zeros((2, 3), np.uint16), 1, "l2", 0, None, False, "float16")
+    with pytest.raises(ValueError, match="quant_low and quant_step"):
+        core.knn(queries, np.zeros((2, 3), np.int8), 1, "l2", 0, norms, False, "int8")
+    with pytest.raises(ValueError, match="quant_step must be float32"):
+        core.knn(queries, np.zeros((2, 3), np.int8), 1, "l2", 0, norms, False, "int8", low,
+                 np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="unknown storage"):
+        core.knn(queries, np.zeros((2, 3), np.uint16), 1, "l2", 0, norms, False, "float8")
