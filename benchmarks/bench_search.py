@@ -31,6 +31,8 @@ PATHS.append(pytest.param((_numpy, None), id="numpy"))
 
 # (rows, dim, metric, queries, k)
 SHAPES = [
+    pytest.param((1_000_000, 128, "l2", 1, 10), id="1M-d128-l2-q1"),
+    pytest.param((1_000_000, 128, "l2", 16, 10), id="1M-d128-l2-q16"),
     pytest.param((200_000, 128, "l2", 1, 10), id="200k-d128-l2-q1"),
     pytest.param((200_000, 128, "l2", 16, 10), id="200k-d128-l2-q16"),
     pytest.param((50_000, 512, "ip", 256, 10), id="50k-d512-ip-q256"),
