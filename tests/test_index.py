@@ -1,12 +1,14 @@
 """fastretrieve.Index: ids, metadata, search against a float64 oracle, storage dtypes, memory.
 
-The oracle helpers here are shared by the other test_index_* modules.
+The checking helpers here are shared by the other test_index_* modules; the float64
+oracle itself is the one in conftest.py.
 """
 
 import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import oracle_scores
 
 import fastretrieve
 from fastretrieve import Index
@@ -14,19 +16,6 @@ from fastretrieve import index as index_module
 
 METRICS = ("l2", "ip", "cosine")
 DTYPES = ("float32", "float16", "bfloat16", "int8")
-
-
-def oracle_scores(queries, vectors, metric):
-    """float64 distances (l2) or similarities (ip, cosine), computed directly."""
-    q = np.asarray(queries, np.float64)
-    x = np.asarray(vectors, np.float64)
-    if metric == "l2":
-        return ((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-    dots = q @ x.T
-    if metric == "ip":
-        return dots
-    norms = np.linalg.norm(q, axis=1)[:, None] * np.linalg.norm(x, axis=1)[None, :]
-    return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
 
 
 def assert_exact_topk(distances, found_ids, queries, stored_ids, stored_vectors, metric, k,
