@@ -28,7 +28,8 @@ def filled_index(dtype, metric, dim, seed, shift=0.0):
 
 
 @pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize("dim", [1, 7, 16, 100, 257])
+# 24 and 48: whole bfloat16 pairs chunks followed by one whole SIMD vector (AVX2, AVX-512)
+@pytest.mark.parametrize("dim", [1, 7, 16, 24, 48, 100, 257])
 @pytest.mark.parametrize("dtype", LOW_PRECISION)
 def test_search_is_exact_on_the_decoded_vectors(kernel_path, dtype, dim, metric):
     index, ids, decoded = filled_index(dtype, metric, dim, seed=dim)

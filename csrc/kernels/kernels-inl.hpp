@@ -27,6 +27,7 @@ namespace {
 // decoded float32 row only by float32 rounding, as any summation order does; the
 // driver's float64 rescoring then reads the decoded row itself.
 struct F32Rows {
+    static constexpr bool kBf16 = false;
     using Stored = float;
     template <class S> static typename S::V load(const Stored* p) { return S::load(p); }
     template <class S> static typename S::V load_partial(const Stored* p, std::size_t n) {
@@ -35,6 +36,7 @@ struct F32Rows {
 };
 
 struct F16Rows {
+    static constexpr bool kBf16 = false;
     using Stored = std::uint16_t;
     template <class S> static typename S::V load(const Stored* p) { return S::load_f16(p); }
     template <class S> static typename S::V load_partial(const Stored* p, std::size_t n) {
@@ -44,6 +46,7 @@ struct F16Rows {
 
 struct BF16Rows {
     using Stored = std::uint16_t;
+    static constexpr bool kBf16 = true;
     template <class S> static typename S::V load(const Stored* p) { return S::load_bf16(p); }
     template <class S> static typename S::V load_partial(const Stored* p, std::size_t n) {
         return S::load_bf16_partial(p, n);
@@ -51,6 +54,7 @@ struct BF16Rows {
 };
 
 struct I8Rows {
+    static constexpr bool kBf16 = false;
     using Stored = std::int8_t;
     template <class S> static typename S::V load(const Stored* p) { return S::load_i8(p); }
     template <class S> static typename S::V load_partial(const Stored* p, std::size_t n) {
@@ -63,6 +67,7 @@ struct I8Rows {
 constexpr std::size_t kRowsPerTile = 4;
 
 struct DotStep {
+    static constexpr bool kDot = true;
     template <class S>
     static typename S::V apply(typename S::V q, typename S::V x, typename S::V acc) {
         return S::fma(q, x, acc);
@@ -70,6 +75,7 @@ struct DotStep {
 };
 
 struct L2Step {
+    static constexpr bool kDot = false;
     template <class S>
     static typename S::V apply(typename S::V q, typename S::V x, typename S::V acc) {
         const typename S::V diff = S::sub(q, x);
@@ -79,7 +85,12 @@ struct L2Step {
 
 // Register-blocked micro-kernel: Q queries x 4 rows, accumulated along the dimension in
 // SIMD registers, reduced once at the end. Writes sums[i * 4 + r].
-template <class S, class Step, class R, int Q>
+//
+// With Paired (bfloat16 dot products only), whole 2W-element chunks of each query are laid
+// out de-interleaved (W even elements, then W odd ones; see pair_queries) and the rows are
+// widened by S::load_bf16_pairs, two ALU operations per 2W elements instead of two
+// shuffles and two shifts; the tail past the last whole chunk is in natural order.
+template <class S, class Step, class R, int Q, bool Paired = false>
 inline void tile(const float* const* queries, const typename R::Stored* const* rows,
                  std::size_t dim, float* sums) {
     using V = typename S::V;
@@ -88,6 +99,19 @@ inline void tile(const float* const* queries, const typename R::Stored* const* r
         for (std::size_t r = 0; r < kRowsPerTile; ++r) acc[i][r] = S::zero();
 
     std::size_t t = 0;
+    if constexpr (Paired) {
+        for (; t + 2 * S::W <= dim; t += 2 * S::W) {
+            V even[kRowsPerTile], odd[kRowsPerTile];
+            for (std::size_t r = 0; r < kRowsPerTile; ++r)
+                S::load_bf16_pairs(rows[r] + t, &even[r], &odd[r]);
+            for (int i = 0; i < Q; ++i) {
+                const V q_even = S::load(queries[i] + t);
+                const V q_odd = S::load(queries[i] + t + S::W);
+                for (std::size_t r = 0; r < kRowsPerTile; ++r)
+                    acc[i][r] = S::fma(q_odd, odd[r], S::fma(q_even, even[r], acc[i][r]));
+            }
+        }
+    }
     for (; t + S::W <= dim; t += S::W) {
         V x[kRowsPerTile];
         for (std::size_t r = 0; r < kRowsPerTile; ++r) x[r] = R::template load<S>(rows[r] + t);
@@ -112,26 +136,50 @@ inline void tile(const float* const* queries, const typename R::Stored* const* r
         S::reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3], sums + i * kRowsPerTile);
 }
 
-template <class S, class Step, class R, int Q>
+template <class S, class Step, class R, int Q, bool Paired>
 inline void tile_to_out(const float* const* queries, const typename R::Stored* const* rows,
                         std::size_t dim, std::size_t valid_rows, float* out, std::size_t ld_out) {
     float sums[Q * kRowsPerTile];
-    tile<S, Step, R, Q>(queries, rows, dim, sums);
+    tile<S, Step, R, Q, Paired>(queries, rows, dim, sums);
     for (int i = 0; i < Q; ++i)
         for (std::size_t r = 0; r < valid_rows; ++r) out[i * ld_out + r] = sums[i * kRowsPerTile + r];
 }
 
 // Picks the micro-kernel instantiation for the number of queries left (1..kMax).
-template <class S, class Step, class R, int Q>
+template <class S, class Step, class R, int Q, bool Paired>
 inline void tile_for_count(int count, const float* const* queries,
                            const typename R::Stored* const* rows, std::size_t dim,
                            std::size_t valid_rows, float* out, std::size_t ld_out) {
     if constexpr (Q > 1) {
         if (count < Q)
-            return tile_for_count<S, Step, R, Q - 1>(count, queries, rows, dim, valid_rows, out,
-                                                     ld_out);
+            return tile_for_count<S, Step, R, Q - 1, Paired>(count, queries, rows, dim,
+                                                             valid_rows, out, ld_out);
     }
-    tile_to_out<S, Step, R, Q>(queries, rows, dim, valid_rows, out, ld_out);
+    tile_to_out<S, Step, R, Q, Paired>(queries, rows, dim, valid_rows, out, ld_out);
+}
+
+// Largest dimension and query count whose de-interleaved copy (pair_queries) lives on the
+// stack of reduce_block; larger requests take the plain widening path.
+constexpr std::size_t kMaxPairedDim = 1024;
+constexpr std::size_t kMaxPairedQueries = 8;
+
+// Lays each whole 2W-element chunk of every query out as its W even elements followed by
+// its W odd ones, matching S::load_bf16_pairs; the tail stays in natural order.
+template <class S>
+inline void pair_queries(const float* queries, std::size_t n_queries, std::size_t dim,
+                         float* paired) {
+    constexpr std::size_t W = S::W;
+    for (std::size_t i = 0; i < n_queries; ++i) {
+        const float* q = queries + i * dim;
+        float* out = paired + i * dim;
+        std::size_t t = 0;
+        for (; t + 2 * W <= dim; t += 2 * W)
+            for (std::size_t lane = 0; lane < W; ++lane) {
+                out[t + lane] = q[t + 2 * lane];
+                out[t + W + lane] = q[t + 2 * lane + 1];
+            }
+        for (; t < dim; ++t) out[t] = q[t];
+    }
 }
 
 // Few queries: out[i][j] = Step-reduction of queries[i] against rows[j], straight from
@@ -139,9 +187,9 @@ inline void tile_for_count(int count, const float* const* queries,
 // of the memory traffic of a float32 one, which is what bounds this regime). Rows are the
 // outer loop so that four database rows stay in L1 while every query of the block passes
 // over them.
-template <class S, class Step, class R>
-void reduce_block(const float* queries, std::size_t n_queries, const typename R::Stored* rows,
-                  std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
+template <class S, class Step, class R, bool Paired>
+void reduce_rows(const float* queries, std::size_t n_queries, const typename R::Stored* rows,
+                 std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
     constexpr int kMax = S::kMaxQueriesPerTile;
     for (std::size_t r0 = 0; r0 < n_rows; r0 += kRowsPerTile) {
         const std::size_t valid_rows = n_rows - r0 < kRowsPerTile ? n_rows - r0 : kRowsPerTile;
@@ -153,10 +201,24 @@ void reduce_block(const float* queries, std::size_t n_queries, const typename R:
             const int count = left < static_cast<std::size_t>(kMax) ? static_cast<int>(left) : kMax;
             const float* query_ptrs[kMax];
             for (int i = 0; i < count; ++i) query_ptrs[i] = queries + (q0 + i) * dim;
-            tile_for_count<S, Step, R, kMax>(count, query_ptrs, row_ptrs, dim, valid_rows,
-                                          out + q0 * ld_out + r0, ld_out);
+            tile_for_count<S, Step, R, kMax, Paired>(count, query_ptrs, row_ptrs, dim,
+                                                     valid_rows, out + q0 * ld_out + r0, ld_out);
         }
     }
+}
+
+template <class S, class Step, class R>
+void reduce_block(const float* queries, std::size_t n_queries, const typename R::Stored* rows,
+                  std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
+    if constexpr (R::kBf16 && Step::kDot && S::kPairsBf16) {
+        if (n_queries <= kMaxPairedQueries && dim <= kMaxPairedDim) {
+            float paired[kMaxPairedQueries * kMaxPairedDim];
+            pair_queries<S>(queries, n_queries, dim, paired);
+            return reduce_rows<S, Step, R, true>(paired, n_queries, rows, n_rows, dim, out,
+                                                 ld_out);
+        }
+    }
+    reduce_rows<S, Step, R, false>(queries, n_queries, rows, n_rows, dim, out, ld_out);
 }
 
 // Many queries: a GEMM-style micro-kernel on packed panels. A panel holds 2 * W database

@@ -38,6 +38,15 @@ struct SimdAvx2 {
     static V load_f16(const std::uint16_t* p) {
         return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     }
+    // 2W bfloat16 values as two float32 vectors without shuffles: each 32-bit lane holds
+    // elements 2i (low half) and 2i+1 (high half); a shift yields the even elements, a
+    // mask the odd ones. The caller pairs them with a query de-interleaved the same way.
+    static constexpr bool kPairsBf16 = true;
+    static void load_bf16_pairs(const std::uint16_t* p, V* even, V* odd) {
+        const __m256i lanes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+        *even = _mm256_castsi256_ps(_mm256_slli_epi32(lanes, 16));
+        *odd = _mm256_castsi256_ps(_mm256_and_si256(lanes, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+    }
     static V load_bf16(const std::uint16_t* p) {
         const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
         return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));

@@ -42,6 +42,15 @@ struct SimdAvx512 {
     static V load_f16_partial(const std::uint16_t* p, std::size_t n) {
         return widen_f16(_mm256_maskz_loadu_epi16(first_lanes(n), p));
     }
+    // 2W bfloat16 values as two float32 vectors without shuffles: each 32-bit lane holds
+    // elements 2i (low half) and 2i+1 (high half); a shift yields the even elements, a
+    // mask the odd ones. The caller pairs them with a query de-interleaved the same way.
+    static constexpr bool kPairsBf16 = true;
+    static void load_bf16_pairs(const std::uint16_t* p, V* even, V* odd) {
+        const __m512i lanes = _mm512_loadu_si512(p);
+        *even = _mm512_castsi512_ps(_mm512_slli_epi32(lanes, 16));
+        *odd = _mm512_castsi512_ps(_mm512_and_si512(lanes, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+    }
     static V load_bf16(const std::uint16_t* p) {
         return widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     }

@@ -25,6 +25,8 @@ struct SimdScalar {
     // Stored rows, widened to float32 (W == 1: never a tail).
     static V load_f16(const std::uint16_t* p) { return float16_to_float(*p); }
     static V load_f16_partial(const std::uint16_t*, std::size_t) { return 0.0f; }
+    static constexpr bool kPairsBf16 = false;  // one lane: nothing to gain from pairs
+    static void load_bf16_pairs(const std::uint16_t*, V*, V*) {}
     static V load_bf16(const std::uint16_t* p) { return bfloat16_to_float(*p); }
     static V load_bf16_partial(const std::uint16_t*, std::size_t) { return 0.0f; }
     static V load_i8(const std::int8_t* p) { return static_cast<float>(*p); }
