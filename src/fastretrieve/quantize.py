@@ -31,12 +31,21 @@ _FLOAT16_MAX = 65504.0
 _BFLOAT16_EXPONENT_MASK = 0x7F80  # all exponent bits set: infinity (NaN never gets here)
 
 
-class Float32Codec:
+class _ParameterFreeCodec:
+    """A codec with nothing to fit on the first add and nothing to save."""
+
+    fitted = True
+
+    def state(self):
+        """Parameters saved with the index (none for this codec)."""
+        return np.empty(0, np.float32)
+
+
+class Float32Codec(_ParameterFreeCodec):
     """Identity codec: float32 rows stored as they are."""
 
     name = "float32"
     stored_dtype = np.dtype("<f4")
-    fitted = True
 
     def encode(self, rows):
         return rows
@@ -44,17 +53,12 @@ class Float32Codec:
     def decode(self, codes):
         return np.ascontiguousarray(codes, dtype=np.float32)
 
-    def state(self):
-        """Parameters saved with the index (none for this codec)."""
-        return np.empty(0, np.float32)
 
-
-class Float16Codec:
+class Float16Codec(_ParameterFreeCodec):
     """IEEE half precision; values beyond +-65504 are rejected."""
 
     name = "float16"
     stored_dtype = np.dtype("<f2")
-    fitted = True
 
     def encode(self, rows):
         with np.errstate(over="ignore"):  # overflow is detected and reported below
@@ -71,17 +75,12 @@ class Float16Codec:
     def decode(self, codes):
         return codes.astype(np.float32)
 
-    def state(self):
-        """Parameters saved with the index (none for this codec)."""
-        return np.empty(0, np.float32)
 
-
-class BFloat16Codec:
+class BFloat16Codec(_ParameterFreeCodec):
     """bfloat16 kept as uint16 bit patterns (the upper half of a float32)."""
 
     name = "bfloat16"
     stored_dtype = np.dtype("<u2")
-    fitted = True
 
     def encode(self, rows):
         bits = np.ascontiguousarray(rows, dtype=np.float32).view(np.uint32)
@@ -99,10 +98,6 @@ class BFloat16Codec:
 
     def decode(self, codes):
         return (codes.astype(np.uint32) << np.uint32(16)).view(np.float32)
-
-    def state(self):
-        """Parameters saved with the index (none for this codec)."""
-        return np.empty(0, np.float32)
 
 
 class Int8Codec:
