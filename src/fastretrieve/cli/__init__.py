@@ -57,8 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bar and no informational messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add_command(name, *, help, description, epilog):
+        """A command's parser, with the options and help layout that every command shares."""
+        return subparsers.add_parser(
+            name, parents=[common], help=help, description=description, epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
     for command in COMMANDS:
-        command.add_parser(subparsers, common)
+        command.add_parser(add_command)
     return parser
 
 

@@ -8,7 +8,6 @@ defaults; ``benchmarks/compare.py`` in the source tree runs the full comparison.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -84,12 +83,12 @@ def run_benchmark(rows: int, dim: int, queries: int, k: int, metric: str, repeat
     ]
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(add_command) -> None:
     """Register the ``bench`` command."""
-    parser = subparsers.add_parser(
-        "bench", parents=[common], help="time exact search against NumPy (and FAISS)",
+    parser = add_command(
+        "bench", help="time exact search against NumPy (and FAISS)",
         description=__doc__.split("\n\n", 1)[1].strip(),
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
     parser.add_argument("--rows", type=positive_int, default=100_000, help="database vectors (default: 100000)")
     parser.add_argument("--dim", type=positive_int, default=128, help="dimension (default: 128)")

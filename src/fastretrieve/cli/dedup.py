@@ -22,7 +22,6 @@ pass ``--threshold``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -105,12 +104,12 @@ def _vectors_of_index(args):
     return paths, index.get(ids), record["model"]
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(add_command) -> None:
     """Register the ``dedup`` command."""
-    parser = subparsers.add_parser(
-        "dedup", parents=[common], help="find groups of near-duplicate images",
+    parser = add_command(
+        "dedup", help="find groups of near-duplicate images",
         description="Find groups of near-duplicate images in an index or in folders.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
     parser.add_argument("source", nargs="+", metavar="DIR|INDEX",
                         help="an index file, or folders of images to embed")

@@ -8,7 +8,6 @@ writes the contact sheet. Everything goes to a new folder that is kept for a loo
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -46,12 +45,12 @@ def edited_copy(source: Path, target: Path) -> None:
         image.save(target, "JPEG", quality=70)
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(add_command) -> None:
     """Register the ``demo`` command."""
-    parser = subparsers.add_parser(
-        "demo", parents=[common], help="index the bundled sample photos and search them",
+    parser = add_command(
+        "demo", help="index the bundled sample photos and search them",
         description=__doc__.split("\n\n", 1)[1].strip(),
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
     parser.add_argument("--output-dir", metavar="DIR",
                         help="where to write the index, the query and the contact sheet "

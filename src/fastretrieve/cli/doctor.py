@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import platform
@@ -66,13 +65,13 @@ def diagnose() -> dict:
     return report
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(add_command) -> None:
     """Register the ``doctor`` command."""
-    parser = subparsers.add_parser(
-        "doctor", parents=[common], help="show the backend, CPU features, ONNX Runtime and CUDA",
+    parser = add_command(
+        "doctor", help="show the backend, CPU features, ONNX Runtime and CUDA",
         description="Report the search backend and SIMD level, the CPU features, ONNX Runtime's "
         "version and execution providers, whether the CUDA libraries load, and the model cache.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.set_defaults(run=run)

@@ -16,7 +16,6 @@ Each figure is averaged over the queries of a class (per class) and over all que
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -95,14 +94,13 @@ def _labelled_images(folder):
     return paths, labels
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(add_command) -> None:
     """Register the ``evaluate`` command."""
-    parser = subparsers.add_parser(
-        "evaluate", parents=[common], help="measure retrieval quality on a labelled folder",
+    parser = add_command(
+        "evaluate", help="measure retrieval quality on a labelled folder",
         description="Every image of DIR (one subfolder per class) queries all the others; "
         "report mAP@k, recall@1/5/10 and precision@k per class and overall.",
         epilog=EXAMPLES + "\n" + __doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("folder", metavar="DIR", help="one subfolder of images per class")
     parser.add_argument("--model", default="classic", help="model to evaluate (default: classic)")

@@ -262,13 +262,13 @@ def _embed_into(index, embedder, states, skips, checkpoints, show_progress) -> i
     return embedded
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(add_command) -> None:
     """Register the ``index`` command."""
-    parser = subparsers.add_parser(
-        "index", parents=[common], help="embed the images of a folder into an index",
+    parser = add_command(
+        "index", help="embed the images of a folder into an index",
         description="Embed the images of one or more folders into an index file. Re-running "
         "embeds only new or changed files and drops deleted ones.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
     parser.add_argument("folders", nargs="+", metavar="DIR", help="folders (or single image files) to index")
     parser.add_argument("-o", "--output", required=True, metavar="INDEX", help="the index file to create or update")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -36,13 +35,13 @@ def describe_index(index_path) -> dict:
     }
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(add_command) -> None:
     """Register the ``info`` command."""
-    parser = subparsers.add_parser(
-        "info", parents=[common], help="describe an index",
+    parser = add_command(
+        "info", help="describe an index",
         description="Show an index's image count, dimension, metric, storage dtype, model "
         "and size on disk.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
     parser.add_argument("index", metavar="INDEX")
     parser.add_argument("--format", choices=("table", "json"), default="table")

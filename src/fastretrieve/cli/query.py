@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -67,12 +66,12 @@ def answer_document(answers) -> list[dict]:
     ]
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(add_command) -> None:
     """Register the ``search`` command."""
-    parser = subparsers.add_parser(
-        "search", parents=[common], help="find the indexed images most similar to query images",
+    parser = add_command(
+        "search", help="find the indexed images most similar to query images",
         description="Rank the images of an index by similarity to each query image.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
     parser.add_argument("index", metavar="INDEX", help="an index made by `fastretrieve index`")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="query images")
