@@ -187,12 +187,26 @@ inline void pair_queries(const float* queries, std::size_t n_queries, std::size_
 // of the memory traffic of a float32 one, which is what bounds this regime). Rows are the
 // outer loop so that four database rows stay in L1 while every query of the block passes
 // over them.
+// Few queries stream the database from memory. Asking for the rows about 8 KiB ahead of
+// the tile being multiplied keeps more misses in flight than the hardware prefetcher
+// alone: 1M x 128, 1 query, 19.8-20.5 ms -> 16.3-16.5 ms in alternating runs; neutral to
+// slightly better at d = 512 (8, 16 and 32 KiB measured alike within the noise).
+constexpr std::size_t kPrefetchBytesAhead = 8192;
+
 template <class S, class Step, class R, bool Paired>
 void reduce_rows(const float* queries, std::size_t n_queries, const typename R::Stored* rows,
                  std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
     constexpr int kMax = S::kMaxQueriesPerTile;
+    const std::size_t tile_bytes = kRowsPerTile * dim * sizeof(typename R::Stored);
+    const std::size_t tiles_ahead = (kPrefetchBytesAhead + tile_bytes - 1) / tile_bytes;
+    const std::size_t rows_ahead = tiles_ahead * kRowsPerTile;
     for (std::size_t r0 = 0; r0 < n_rows; r0 += kRowsPerTile) {
         const std::size_t valid_rows = n_rows - r0 < kRowsPerTile ? n_rows - r0 : kRowsPerTile;
+        if (r0 + rows_ahead + kRowsPerTile <= n_rows) {
+            const char* ahead = reinterpret_cast<const char*>(rows + (r0 + rows_ahead) * dim);
+            for (std::size_t offset = 0; offset < tile_bytes; offset += 64)
+                __builtin_prefetch(ahead + offset);
+        }
         const typename R::Stored* row_ptrs[kRowsPerTile];
         for (std::size_t r = 0; r < kRowsPerTile; ++r)  // a short tail repeats its last row
             row_ptrs[r] = rows + (r0 + (r < valid_rows ? r : valid_rows - 1)) * dim;
