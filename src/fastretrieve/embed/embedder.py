@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from .._backend import default_threads
 from . import providers as provider_choice
 from .decode import describe_source, load_rgb
 from .download import file_sha256, resolve_model
@@ -99,7 +100,7 @@ class Embedder:
 
         requested = provider_choice.requested_providers(device, ort.get_available_providers(), providers)
         uses_gpu = any(provider_choice.provider_name(p) in provider_choice.GPU_PROVIDERS for p in requested)
-        total_threads = threads or _usable_cores()
+        total_threads = threads or default_threads()
         # On a GPU the CPU only decodes. On the CPU, inference gets every core and decoding
         # half of them: decode threads sleep whenever the look-ahead window is full, and
         # inference threads do not spin while waiting, so the two only compete for cores
@@ -205,10 +206,3 @@ class Embedder:
 
     def __repr__(self) -> str:
         return f"Embedder(model={str(self.model_path)!r}, dim={self.dim}, provider={self.provider!r})"
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
