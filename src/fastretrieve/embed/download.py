@@ -63,8 +63,10 @@ def resolve_model(model: str | os.PathLike, *, sha256: str | None = None, progre
                 f"no model file at {path}; pass a path to an .onnx file, a URL, "
                 "an hf://owner/repo/file.onnx name, or 'classic'"
             )
-    if sha256 is not None and file_sha256(path) != sha256.lower():
-        raise ModelDownloadError(f"{path} has sha256 {file_sha256(path)}, expected {sha256.lower()}")
+    if sha256 is not None:
+        actual = file_sha256(path)
+        if actual != sha256.lower():
+            raise ModelDownloadError(f"{path} has sha256 {actual}, expected {sha256.lower()}")
     return path
 
 
