@@ -191,21 +191,24 @@ def check_same_dim(queries, database, names=("vecs", "database")):
         )
 
 
+# Elements checked per slice by check_finite_rows: a 1 MiB boolean temporary at most.
+_FINITE_CHECK_ELEMENTS = 1 << 20
+
+
 def check_finite_rows(matrix, name):
     """Raise ValueError naming the first row holding NaN or infinity."""
-    # A NaN or infinity poisons its row sum, so one matrix-vector product screens every
-    # row at memory speed; the element-wise pass runs only when a sum is not finite
-    # (which a mere float32 overflow of the sum can also cause).
-    with np.errstate(over="ignore", invalid="ignore"):
-        row_sums = matrix @ np.ones(matrix.shape[1], matrix.dtype)
-    if np.isfinite(row_sums).all():
-        return
-    finite = np.isfinite(matrix).all(axis=1)
-    if not finite.all():
-        row = int(np.argmin(finite))
-        raise ValueError(
-            f"{name} row {row} contains NaN or infinity (or a value beyond float32's range)"
-        )
+    # Element-wise, slice by slice. A matrix-vector product with a ones vector screens
+    # faster, but NumPy runs it on OpenBLAS threads that then busy-wait for the next call:
+    # on a 2-core machine they took the cores the search was about to use (1000 x 512
+    # queries against 200k rows: 0.24 s of search became 0.29 s).
+    step = max(1, _FINITE_CHECK_ELEMENTS // max(1, matrix.shape[1]))
+    for start in range(0, len(matrix), step):
+        finite = np.isfinite(matrix[start:start + step]).all(axis=1)
+        if not finite.all():
+            row = start + int(np.argmin(finite))
+            raise ValueError(
+                f"{name} row {row} contains NaN or infinity (or a value beyond float32's range)"
+            )
 
 
 def pad_distance(metric):
