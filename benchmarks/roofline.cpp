@@ -1,5 +1,6 @@
 // The machine's limits that BENCHMARKS.md compares the kernels against: core clock, fp32
-// FMA peak and memory read bandwidth, each with the thread count the benchmarks use.
+// FMA peak, bfloat16 dot-product peak and memory read bandwidth, each with the thread
+// count the benchmarks use.
 //
 //     g++ -O3 -std=c++17 -pthread benchmarks/roofline.cpp -o /tmp/roofline && /tmp/roofline [threads]
 //
@@ -56,6 +57,22 @@ __attribute__((target("avx512f"))) float fma_chains(long iterations) {
     return lanes[0];  // keeps every chain live
 }
 
+// The same with vdpbf16ps (AVX512-BF16): each instruction does 32 multiply-adds of
+// bfloat16 pairs into 16 float32 lanes, the bfloat16 screen's whole arithmetic.
+__attribute__((target("avx512f,avx512bf16"))) float bf16_dot_chains(long iterations) {
+    __m512 acc[24];
+    for (int i = 0; i < 24; ++i) acc[i] = _mm512_set1_ps(float(i));
+    const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3F80), b = (__m512bh)_mm512_set1_epi16(0x3380);
+    for (long n = 0; n < iterations; ++n) {
+#pragma GCC unroll 24
+        for (int i = 0; i < 24; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+    }
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, acc[0]);
+    for (int i = 1; i < 24; ++i) _mm512_store_ps(lanes, _mm512_add_ps(_mm512_load_ps(lanes), acc[i]));
+    return lanes[0];
+}
+
 // Sums n floats (a multiple of 32) with four independent accumulators.
 __attribute__((target("avx2"))) float sum_floats(const float* p, std::size_t n) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -86,18 +103,21 @@ int main(int argc, char** argv) {
     });
     std::printf("clock, 1 thread: %.2f GHz\n", ghz);
 
-    if (__builtin_cpu_supports("avx512f")) {
+    // Each chains call runs `iterations` x 24 instructions of `flops_per_instruction`.
+    const auto report_peak = [&](const char* name, bool supported, float (*chains)(long),
+                                 double flops_per_instruction) {
+        if (!supported) return std::printf("%s peak: skipped, not supported here\n", name), void();
         const long iterations = 100'000'000L;
         const double gflops = best_of_five([&] {
             volatile float sink = 0;
-            const double s = run_threads(threads, [&](int) { sink = fma_chains(iterations); });
-            return threads * 2.0 * iterations * 24 * 16 / s / 1e9;
+            const double s = run_threads(threads, [&](int) { sink = chains(iterations); });
+            return threads * iterations * 24 * flops_per_instruction / s / 1e9;
         });
-        std::printf("fp32 AVX-512 FMA peak, %d threads: %.1f GFLOP/s (%.1f flop/cycle/thread)\n",
+        std::printf("%s peak, %d threads: %.1f GFLOP/s (%.1f flop/cycle/thread)\n", name,
                     threads, gflops, gflops / threads / ghz);
-    } else {
-        std::printf("fp32 FMA peak: skipped, no AVX-512F\n");
-    }
+    };
+    report_peak("fp32 AVX-512 FMA", __builtin_cpu_supports("avx512f"), &fma_chains, 2.0 * 16);
+    report_peak("bf16 vdpbf16ps", __builtin_cpu_supports("avx512bf16"), &bf16_dot_chains, 2.0 * 32);
 
     // 1 GiB is memory-resident on any machine; 8 MiB fits a usual L3.
     for (std::size_t bytes : {std::size_t(1) << 30, std::size_t(8) << 20}) {

@@ -165,6 +165,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("cpu_features", &cpu_features, "CPU features detected at run time.");
     m.def("supported_levels", &fastretrieve::supported_levels,
           "SIMD levels this CPU can run, slowest first.");
+    m.def("default_simd_level", &fastretrieve::default_level,
+          "The level used when FASTRETRIEVE_SIMD names none.");
     m.def("simd_level", [] { return std::string(fastretrieve::active_kernels().name); },
           "The SIMD level in use (honours FASTRETRIEVE_SIMD on first use).");
     m.def("force_simd_level", &fastretrieve::force_level, py::arg("level"),

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -26,31 +27,52 @@ inline bool better(const Candidate& a, const Candidate& b) {
 
 class TopK {
 public:
-    explicit TopK(std::size_t k) : k_(k) { items_.reserve(2 * k); }
+    // margin 0: keeps the k best. margin > 0 (for a screen whose scores are off by at most
+    // margin / 2, see bf16_screen.hpp): keeps every candidate scoring below the k-th best
+    // plus margin, however many that is, so the caller can rescore them all.
+    explicit TopK(std::size_t k, float margin = 0.0f) : k_(k), capacity_(2 * k), margin_(margin) {
+        items_.reserve(capacity_);
+    }
 
     // Scores not below the threshold cannot enter the k best. Each reservoir sees indices
     // in increasing order, so rejecting an equal score keeps the lower index.
     float threshold() const { return threshold_; }
 
+    std::size_t size() const { return items_.size(); }
+
     void push(float score, std::int64_t index) {
         items_.push_back({score, index});
-        if (items_.size() == 2 * k_) shrink_to_k();
+        if (items_.size() == capacity_) shrink();
     }
 
-    // Moves the k best of this reservoir's candidates into `out` (unordered).
+    // Moves this reservoir's candidates into `out` (unordered): the k best, or with a
+    // margin every candidate within it.
     void collect(std::vector<Candidate>& out) {
-        if (items_.size() > k_) shrink_to_k();
+        if (items_.size() > k_) shrink();
         out.insert(out.end(), items_.begin(), items_.end());
     }
 
 private:
-    void shrink_to_k() {
+    void shrink() {
         std::nth_element(items_.begin(), items_.begin() + (k_ - 1), items_.end(), better);
-        items_.resize(k_);
-        threshold_ = items_[k_ - 1].score;  // nth_element put the k-th best at k - 1
+        const float kth = items_[k_ - 1].score;  // nth_element put the k-th best at k - 1
+        if (margin_ == 0.0f) {
+            items_.resize(k_);
+            threshold_ = kth;
+            return;
+        }
+        // Rounded up, so that no score within the margin is rejected by float rounding.
+        threshold_ = std::nextafter(static_cast<float>(static_cast<double>(kth) + margin_),
+                                    std::numeric_limits<float>::infinity());
+        const auto kept = std::partition(items_.begin() + k_, items_.end(),
+                                         [&](const Candidate& c) { return c.score < threshold_; });
+        items_.erase(kept, items_.end());
+        if (items_.size() > capacity_ / 2) capacity_ *= 2;  // amortised O(1) per push
     }
 
     std::size_t k_;
+    std::size_t capacity_;
+    float margin_;
     std::vector<Candidate> items_;
     float threshold_ = std::numeric_limits<float>::infinity();
 };

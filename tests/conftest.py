@@ -18,11 +18,16 @@ except ImportError:
     _numba = None
 
 
+# Every SIMD level the extension can be built with, slowest first. avx512_bf16 differs
+# from avx512 only in searching bfloat16 rows with bfloat16 arithmetic (a screen).
+SIMD_LEVELS = ("scalar", "avx2", "avx512", "avx512_bf16")
+
+
 def _kernel_paths():
     """(id, backend module, SIMD level or None) for each path: each ISA, each backend."""
     paths = []
     levels = _core.supported_levels() if _core else []
-    for level in ("scalar", "avx2", "avx512"):
+    for level in SIMD_LEVELS:
         if level in levels:
             paths.append(pytest.param((_cpp, level), id=f"cpp-{level}"))
         else:

@@ -108,3 +108,62 @@ def test_cpp_knn_checks_stored_rows_and_quantiser():
                  np.ones(2, np.float32))
     with pytest.raises(ValueError, match="unknown storage"):
         core.knn(queries, np.zeros((2, 3), np.uint16), 1, "l2", 0, norms, False, "float8")
+
+
+# The bfloat16 screen (avx512_bf16 level, from 8 queries on) scores rows against queries
+# rounded to bfloat16, keeps every candidate within its error bound and rescores them. The
+# next tests build data where that rounding misorders rows, so they fail if the bound or
+# the rescoring is wrong; on the other paths they check the same exact answers.
+SCREEN_QUERIES = 9
+
+
+def test_bfloat16_screen_keeps_a_row_that_query_rounding_ranks_too_low(kernel_path):
+    # q = 1 + 3 * 2^-10 in 63 dimensions rounds to 1 in bfloat16. Row 1 scores
+    # 63 * 1.0029 = 63.18 exactly but 63 on the screen; row 0 scores 63.125 on both.
+    dim = 65
+    query = np.ones(dim, np.float32)
+    query[:63] = 1 + 3 * 2.0**-10
+    rows = np.zeros((40, dim), np.float32)
+    rows[0, 63:] = [63.0, 0.125]
+    rows[1, :63] = 1.0
+    index = Index(dim, metric="ip", dtype="bfloat16")
+    index.add(rows)
+    np.testing.assert_array_equal(index.get([0, 1]), rows[:2])  # bfloat16 holds them exactly
+    distances, found = index.search(np.tile(query, (SCREEN_QUERIES, 1)), 1)
+    assert (found[:, 0] == 1).all()
+    np.testing.assert_allclose(distances[:, 0], 63 * (1 + 3 * 2.0**-10), rtol=1e-6)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_bfloat16_screen_is_exact_among_near_duplicates(kernel_path, metric):
+    # Rows a bfloat16 step or two apart around a few centres, and queries off the bfloat16
+    # grid: the screen's scores tie or misorder many candidates, the answer may not.
+    rng = np.random.default_rng(11)
+    dim = 40
+    centres = rng.standard_normal((4, dim)).astype(np.float32)
+    rows = centres[rng.integers(0, 4, 700)] * (1 + 2.0**-7 * rng.integers(-2, 3, (700, dim)))
+    index = Index(dim, metric=metric, dtype="bfloat16")
+    index.add(rows.astype(np.float32))
+    decoded = index.get(np.arange(700))
+    # Not too close to the centres: l2 distances far below the squared norms would lose
+    # digits to float32 cancellation on every path, screen or not.
+    queries = (centres[rng.integers(0, 4, 20)] +
+               0.3 * rng.standard_normal((20, dim))).astype(np.float32)
+    distances, found = index.search(queries, 15)
+    assert_matches_oracle(queries, decoded, 15, metric, distances, found, tie_rtol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_bfloat16_screen_far_from_the_origin_stays_exact(kernel_path, metric):
+    # Norms of about 340 make the screen's l2 bound wider than the spread of the
+    # distances: it would pass every row, so the search falls back to float32 (ip keeps
+    # the screen, with a wide margin).
+    rng = np.random.default_rng(12)
+    rows = (30 + rng.standard_normal((900, 128))).astype(np.float32)
+    index = Index(128, metric=metric, dtype="bfloat16")
+    index.add(rows)
+    queries = (30 + rng.standard_normal((SCREEN_QUERIES, 128))).astype(np.float32)
+    distances, found = index.search(queries, 5)
+    # l2 far from the origin loses digits to float32 cancellation on every path.
+    assert_matches_oracle(queries, index.get(np.arange(900)), 5, metric, distances, found,
+                          tie_rtol=1e-4)

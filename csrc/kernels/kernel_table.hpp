@@ -43,10 +43,19 @@ using SqnormsFn = void (*)(const float* rows, std::size_t n_rows, std::size_t di
 using ScoreRowFn = float (*)(float* dots_to_scores, float dot_offset, const float* row_aux,
                              std::size_t n, bool* non_finite);
 
+// A screen over bfloat16 rows in bfloat16 arithmetic: out[i * ld_out + j] = <q~_i, rows[j]>
+// accumulated in float32, where q~_i is query i rounded to bfloat16 and given as
+// ceil(dim / 2) pairs (element 2p in the low 16 bits of pair p, a zero past an odd dim).
+// Its error against the float32 dot product is bounded by the driver (knn.cpp), which
+// keeps every candidate within that bound and rescores them exactly.
+using Bf16ScreenFn = void (*)(const std::uint32_t* query_pairs, std::size_t n_queries,
+                              const std::uint16_t* rows, std::size_t n_rows, std::size_t dim,
+                              float* out, std::size_t ld_out);
+
 enum class Metric : int { L2 = 0, IP = 1, Cosine = 2 };
 
 struct KernelTable {
-    const char* name;  // "scalar", "avx2", "avx512", "neon"
+    const char* name;  // "scalar", "avx2", "avx512", "avx512_bf16"
     DotBlockFn dot_block[kStorageKinds];  // indexed by Storage
     L2BlockFn l2_block;
     SqnormsFn sqnorms;
@@ -54,6 +63,9 @@ struct KernelTable {
     // From this many queries on, dot_block and l2_block multiply packed panels and prefetch
     // the rows of a block themselves, ahead of use; 0 where they never do.
     std::size_t panel_min_queries;
+    // From panel_min_queries queries on, bfloat16 rows are screened by this where the CPU
+    // multiplies bfloat16 natively (AVX512-BF16); nullptr elsewhere.
+    Bf16ScreenFn bf16_screen_block;
 };
 
 // One factory per ISA translation unit; defined only where that unit is compiled in.
@@ -61,6 +73,7 @@ const KernelTable& scalar_kernels();
 #if defined(FASTRETRIEVE_X86_KERNELS)
 const KernelTable& avx2_kernels();
 const KernelTable& avx512_kernels();
+const KernelTable& avx512_bf16_kernels();
 #endif
 
 }  // namespace fastretrieve

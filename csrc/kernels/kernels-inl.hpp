@@ -276,16 +276,33 @@ struct PrefetchCursor {
     const char* end;
 };
 
-// Q queries x one panel: Q x 2 accumulators, each query value broadcast once per t.
-template <class S, class Step, int Q>
-inline void panel_tile(const float* queries, std::size_t dim, const float* panel,
-                       std::size_t valid_rows, float* out, std::size_t ld_out,
-                       PrefetchCursor& ahead) {
+// How a panel micro-kernel multiplies. `Query` is what it broadcasts per depth step,
+// depth(dim) the panel's depth, pack() fills a panel from 2W stored rows, and apply() is
+// one multiply-accumulate step. The float32 policy below serves every Storage; the
+// bfloat16 screen (avx512_bf16.cpp) steps two bfloat16 elements at a time.
+template <class S, class Step, class R>
+struct Float32Panel {
+    using Query = float;
+    using V = typename S::V;
+    static constexpr int kQueriesPerTile = S::kQueriesPerPanelTile;
+    static std::size_t depth(std::size_t dim) { return dim; }
+    static void pack(const typename R::Stored* const* row_ptrs, std::size_t dim, float* panel) {
+        pack_panel<S, R>(row_ptrs, dim, panel);
+    }
+    static V broadcast(const float* q) { return S::set1(*q); }
+    static V apply(V q, V x, V acc) { return Step::template apply<S>(q, x, acc); }
+};
+
+// Q queries x one panel: Q x 2 accumulators, each query value broadcast once per step.
+template <class S, class Arith, int Q>
+inline void panel_tile(const typename Arith::Query* queries, std::size_t depth,
+                       const float* panel, std::size_t valid_rows, float* out,
+                       std::size_t ld_out, PrefetchCursor& ahead) {
     using V = typename S::V;
     constexpr std::size_t W = S::W, P = 2 * W;
     V lo[Q], hi[Q];
     for (int i = 0; i < Q; ++i) lo[i] = hi[i] = S::zero();
-    for (std::size_t t = 0; t < dim; ++t) {
+    for (std::size_t t = 0; t < depth; ++t) {
         if (ahead.next < ahead.end) {
             __builtin_prefetch(ahead.next);
             __builtin_prefetch(ahead.next + 64);
@@ -293,9 +310,9 @@ inline void panel_tile(const float* queries, std::size_t dim, const float* panel
         }
         const V x_lo = S::load(panel + t * P), x_hi = S::load(panel + t * P + W);
         for (int i = 0; i < Q; ++i) {
-            const V q = S::set1(queries[i * dim + t]);
-            lo[i] = Step::template apply<S>(q, x_lo, lo[i]);
-            hi[i] = Step::template apply<S>(q, x_hi, hi[i]);
+            const V q = Arith::broadcast(queries + i * depth + t);
+            lo[i] = Arith::apply(q, x_lo, lo[i]);
+            hi[i] = Arith::apply(q, x_hi, hi[i]);
         }
     }
     for (int i = 0; i < Q; ++i) {
@@ -313,41 +330,44 @@ inline void panel_tile(const float* queries, std::size_t dim, const float* panel
 }
 
 // Picks the panel micro-kernel instantiation for the number of queries left (1..Q).
-template <class S, class Step, int Q>
-inline void panel_tile_for_count(int count, const float* queries, std::size_t dim,
-                                 const float* panel, std::size_t valid_rows, float* out,
-                                 std::size_t ld_out, PrefetchCursor& ahead) {
+template <class S, class Arith, int Q>
+inline void panel_tile_for_count(int count, const typename Arith::Query* queries,
+                                 std::size_t depth, const float* panel, std::size_t valid_rows,
+                                 float* out, std::size_t ld_out, PrefetchCursor& ahead) {
     if constexpr (Q > 1) {
         if (count < Q)
-            return panel_tile_for_count<S, Step, Q - 1>(count, queries, dim, panel, valid_rows,
-                                                        out, ld_out, ahead);
+            return panel_tile_for_count<S, Arith, Q - 1>(count, queries, depth, panel,
+                                                         valid_rows, out, ld_out, ahead);
     }
-    panel_tile<S, Step, Q>(queries, dim, panel, valid_rows, out, ld_out, ahead);
+    panel_tile<S, Arith, Q>(queries, depth, panel, valid_rows, out, ld_out, ahead);
 }
 
 // Each panel is packed once, then every query of the block passes over it while it sits
-// in L1 (2W rows x dim floats: 16 KiB at d = 128 with AVX-512).
-template <class S, class Step, class R>
-void panel_block(const float* queries, std::size_t n_queries, const typename R::Stored* rows,
-                 std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
+// in L1 (2W rows x dim floats: 16 KiB at d = 128 with AVX-512). Queries hold
+// Arith::depth(dim) elements each.
+template <class S, class Arith, class R>
+void panel_block(const typename Arith::Query* queries, std::size_t n_queries,
+                 const typename R::Stored* rows, std::size_t n_rows, std::size_t dim, float* out,
+                 std::size_t ld_out) {
     constexpr std::size_t P = 2 * S::W;
-    constexpr int kQ = S::kQueriesPerPanelTile;
+    constexpr int kQ = Arith::kQueriesPerTile;
+    const std::size_t depth = Arith::depth(dim);
     // Heap, not stack: dim is unbounded. 64-byte alignment keeps panel loads in one line.
-    float* panel = static_cast<float*>(::operator new(P * dim * sizeof(float), std::align_val_t{64}));
+    float* panel = static_cast<float*>(::operator new(P * depth * sizeof(float), std::align_val_t{64}));
     for (std::size_t r0 = 0; r0 < n_rows; r0 += P) {
         const std::size_t valid_rows = n_rows - r0 < P ? n_rows - r0 : P;
         const typename R::Stored* row_ptrs[P];
         for (std::size_t r = 0; r < P; ++r)
             row_ptrs[r] = rows + (r0 + (r < valid_rows ? r : valid_rows - 1)) * dim;
-        pack_panel<S, R>(row_ptrs, dim, panel);
+        Arith::pack(row_ptrs, dim, panel);
         const std::size_t next_end = r0 + 2 * P < n_rows ? r0 + 2 * P : n_rows;
         PrefetchCursor ahead{reinterpret_cast<const char*>(rows + (r0 + valid_rows) * dim),
                              reinterpret_cast<const char*>(rows + next_end * dim)};
         for (std::size_t q0 = 0; q0 < n_queries; q0 += kQ) {
             const std::size_t left = n_queries - q0;
             const int count = left < static_cast<std::size_t>(kQ) ? static_cast<int>(left) : kQ;
-            panel_tile_for_count<S, Step, kQ>(count, queries + q0 * dim, dim, panel, valid_rows,
-                                              out + q0 * ld_out + r0, ld_out, ahead);
+            panel_tile_for_count<S, Arith, kQ>(count, queries + q0 * depth, depth, panel,
+                                               valid_rows, out + q0 * ld_out + r0, ld_out, ahead);
         }
     }
     ::operator delete(panel, std::align_val_t{64});
@@ -359,7 +379,8 @@ void pairwise_block(const float* queries, std::size_t n_queries, const typename 
                     std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
     if constexpr (S::kQueriesPerPanelTile > 0) {
         if (n_queries >= kMinPanelQueries)
-            return panel_block<S, Step, R>(queries, n_queries, rows, n_rows, dim, out, ld_out);
+            return panel_block<S, Float32Panel<S, Step, R>, R>(queries, n_queries, rows, n_rows,
+                                                               dim, out, ld_out);
     }
     reduce_block<S, Step, R>(queries, n_queries, rows, n_rows, dim, out, ld_out);
 }
@@ -453,6 +474,7 @@ KernelTable make_kernel_table(const char* name) {
         &sqnorms<S>,
         {&score_row<S, Metric::L2>, &score_row<S, Metric::IP>, &score_row<S, Metric::Cosine>},
         S::kQueriesPerPanelTile > 0 ? kMinPanelQueries : 0,
+        nullptr,
     };
 }
 
