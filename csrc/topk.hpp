@@ -25,6 +25,25 @@ inline bool better(const Candidate& a, const Candidate& b) {
     return a.score < b.score || (a.score == b.score && a.index < b.index);
 }
 
+// Reorders `items` (at least k of them) so that the first k are the k best, and drops
+// every later one that does not score below the k-th best plus `margin` (all of them for
+// a margin of 0). The margin's threshold is rounded up, so that float rounding drops
+// nothing within it. Returns the k-th best score plus margin.
+inline float keep_within_margin(std::vector<Candidate>& items, std::size_t k, float margin) {
+    std::nth_element(items.begin(), items.begin() + (k - 1), items.end(), better);
+    const float kth = items[k - 1].score;  // nth_element put the k-th best at k - 1
+    if (margin == 0.0f) {
+        items.resize(k);
+        return kth;
+    }
+    const float threshold = std::nextafter(static_cast<float>(static_cast<double>(kth) + margin),
+                                           std::numeric_limits<float>::infinity());
+    items.erase(std::partition(items.begin() + k, items.end(),
+                               [&](const Candidate& c) { return c.score < threshold; }),
+                items.end());
+    return threshold;
+}
+
 class TopK {
 public:
     // margin 0: keeps the k best. margin > 0 (for a screen whose scores are off by at most
@@ -54,19 +73,7 @@ public:
 
 private:
     void shrink() {
-        std::nth_element(items_.begin(), items_.begin() + (k_ - 1), items_.end(), better);
-        const float kth = items_[k_ - 1].score;  // nth_element put the k-th best at k - 1
-        if (margin_ == 0.0f) {
-            items_.resize(k_);
-            threshold_ = kth;
-            return;
-        }
-        // Rounded up, so that no score within the margin is rejected by float rounding.
-        threshold_ = std::nextafter(static_cast<float>(static_cast<double>(kth) + margin_),
-                                    std::numeric_limits<float>::infinity());
-        const auto kept = std::partition(items_.begin() + k_, items_.end(),
-                                         [&](const Candidate& c) { return c.score < threshold_; });
-        items_.erase(kept, items_.end());
+        threshold_ = keep_within_margin(items_, k_, margin_);
         if (items_.size() > capacity_ / 2) capacity_ *= 2;  // amortised O(1) per push
     }
 

@@ -147,8 +147,9 @@ def test_bfloat16_screen_is_exact_among_near_duplicates(kernel_path, metric):
     decoded = index.get(np.arange(700))
     # Not too close to the centres: l2 distances far below the squared norms would lose
     # digits to float32 cancellation on every path, screen or not.
-    queries = (centres[rng.integers(0, 4, 20)] +
-               0.3 * rng.standard_normal((20, dim))).astype(np.float32)
+    # 300 queries: two query blocks, each split across threads and merged.
+    queries = (centres[rng.integers(0, 4, 300)] +
+               0.3 * rng.standard_normal((300, dim))).astype(np.float32)
     distances, found = index.search(queries, 15)
     assert_matches_oracle(queries, decoded, 15, metric, distances, found, tie_rtol=1e-5)
 
