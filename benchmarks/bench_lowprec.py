@@ -81,14 +81,14 @@ def single_query_speed(rows, repeat):
 
 
 def at_simd_level(level, search):
-    """`search` run with the C++ kernels forced to `level` (restored afterwards)."""
+    """`search` wrapped to run with the C++ kernels forced to `level` (restored after)."""
     from fastretrieve import _core
 
-    def run(i):
+    def run(*args):
         previous = _core.simd_level()
         _core.force_simd_level(level)
         try:
-            return search(i)
+            return search(*args)
         finally:
             _core.force_simd_level(previous)
 
