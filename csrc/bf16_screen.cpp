@@ -45,10 +45,26 @@ RowNormRange row_norm_range(const KnnRequest& r, double norm_relative_error) {
     return range;
 }
 
+// Where pair 0 of `query` goes in the kernel's layout, and the stride between its pairs.
+struct PairSlot {
+    std::size_t first;
+    std::size_t stride;
+};
+
+PairSlot pair_slot(std::size_t query, std::size_t n_queries, std::size_t pairs,
+                   std::size_t block_size, std::size_t group) {
+    const std::size_t block_begin = query / block_size * block_size;
+    const std::size_t block_count = std::min(block_size, n_queries - block_begin);
+    const std::size_t in_block = query - block_begin;
+    const std::size_t group_begin = in_block / group * group;
+    const std::size_t group_count = std::min(group, block_count - group_begin);
+    return {(block_begin + group_begin) * pairs + (in_block - group_begin), group_count};
+}
+
 }  // namespace
 
 bool make_bf16_screen(const KnnRequest& r, const float* queries, std::size_t keep,
-                      Bf16Screen& screen) {
+                      std::size_t block_size, std::size_t group, Bf16Screen& screen) {
     const std::size_t dim = r.dim;
     const double d = static_cast<double>(dim);
     const double u = 0x1p-24;                  // float32 unit roundoff
@@ -59,19 +75,21 @@ bool make_bf16_screen(const KnnRequest& r, const float* queries, std::size_t kee
     if (!rows.finite) return false;
     const double x_max = rows.max_norm;
 
-    screen.pairs_per_query = (dim + 1) / 2;
-    screen.query_pairs.assign(r.n_queries * screen.pairs_per_query, 0u);
+    const std::size_t pairs = (dim + 1) / 2;
+    screen.pairs_per_query = pairs;
+    screen.query_groups.assign(r.n_queries * pairs, 0u);
     screen.margins.resize(r.n_queries);
     screen.candidate_limit = 2 * keep + 256;
     for (std::size_t i = 0; i < r.n_queries; ++i) {
         const float* q = queries + i * dim;
-        std::uint32_t* pairs = screen.query_pairs.data() + i * screen.pairs_per_query;
+        const PairSlot slot = pair_slot(i, r.n_queries, pairs, block_size, group);
+        std::uint32_t* first = screen.query_groups.data() + slot.first;
         double err_sq = 0, rounded_sq = 0, rounded_l1 = 0;  // of q - q~, of q~
         for (std::size_t t = 0; t < dim; ++t) {
             const std::uint16_t bits = round_to_bfloat16(q[t]);
             const double rounded = bfloat16_value(bits);
             if (!std::isfinite(rounded)) return false;
-            pairs[t / 2] |= static_cast<std::uint32_t>(bits) << (16 * (t % 2));
+            first[t / 2 * slot.stride] |= static_cast<std::uint32_t>(bits) << (16 * (t % 2));
             err_sq += (q[t] - rounded) * (q[t] - rounded);
             rounded_sq += rounded * rounded;
             rounded_l1 += std::fabs(rounded);

@@ -256,7 +256,7 @@ bool scan_rows(const KnnRequest& r, const KernelTable& kernels, const float* que
         if (!products_first && !norms_ok()) return true;
         if (screen)
             kernels.bf16_screen_block(
-                screen->query_pairs.data() + query_begin * screen->pairs_per_query, query_count,
+                screen->query_groups.data() + query_begin * screen->pairs_per_query, query_count,
                 static_cast<const std::uint16_t*>(stored_row(r, start)), n_rows, r.dim,
                 dots.data(), kRowBlock);
         else
@@ -341,6 +341,11 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
         return;
     }
 
+    // Blocks of equal size, so that no thread gets a whole block while another has a
+    // sliver (300 queries: two blocks of 150, not 256 and 44).
+    const std::size_t query_blocks = ceil_div(r.n_queries, kQueryBlock);
+    const std::size_t block_size = ceil_div(r.n_queries, query_blocks);
+
     BadRow bad;
     const ScanQueries scan = scan_queries(r);
     const float* queries = scan.values.empty() ? r.queries : scan.values.data();
@@ -349,7 +354,8 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
     Bf16Screen screen_storage;
     const bool use_screen = r.storage == Storage::BF16 && kernels.bf16_screen_block &&
                             r.n_queries >= kernels.panel_min_queries &&
-                            make_bf16_screen(r, queries, keep, screen_storage);
+                            make_bf16_screen(r, queries, keep, block_size,
+                                             kernels.bf16_screen_group, screen_storage);
     const Bf16Screen* screen = use_screen ? &screen_storage : nullptr;
     const auto reservoirs = [&](std::size_t query_begin, std::size_t query_count,
                                 const Bf16Screen* with) {
@@ -366,10 +372,6 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
     // task per thread: each chunk pays its own reservoir warm-up and merge (50k x 512 ip,
     // 256 queries, 2 threads: 36.6 -> 32.1 ms; bfloat16 screen 24.4 -> 18.7 ms). From two
     // query blocks per thread on, no split at all (1000 queries: 3-5% faster).
-    // Blocks of equal size, so that no thread gets a whole block while another has a
-    // sliver (300 queries: two blocks of 150, not 256 and 44).
-    const std::size_t query_blocks = ceil_div(r.n_queries, kQueryBlock);
-    const std::size_t block_size = ceil_div(r.n_queries, query_blocks);
     // Chunks per query block for whole rounds of tasks: blocks x chunks a multiple of threads.
     const std::size_t per_round = threads / std::gcd(query_blocks, threads);
     std::size_t chunks = query_blocks >= 2 * threads              ? 1

@@ -44,11 +44,14 @@ using ScoreRowFn = float (*)(float* dots_to_scores, float dot_offset, const floa
                              std::size_t n, bool* non_finite);
 
 // A screen over bfloat16 rows in bfloat16 arithmetic: out[i * ld_out + j] = <q~_i, rows[j]>
-// accumulated in float32, where q~_i is query i rounded to bfloat16 and given as
-// ceil(dim / 2) pairs (element 2p in the low 16 bits of pair p, a zero past an odd dim).
-// Its error against the float32 dot product is bounded by the driver (knn.cpp), which
-// keeps every candidate within that bound and rescores them exactly.
-using Bf16ScreenFn = void (*)(const std::uint32_t* query_pairs, std::size_t n_queries,
+// accumulated in float32, where q~_i is query i rounded to bfloat16, as ceil(dim / 2)
+// pairs (element 2p in the low 16 bits of pair p, a zero past an odd dim). The queries
+// come in groups of KernelTable::bf16_screen_group (the last group may be smaller), each
+// group step-major: pair p of the group's query i at group[p * group_count + i], so the
+// micro-kernel reads one pointer instead of one per query. Its error against the float32
+// dot product is bounded by the driver (bf16_screen.hpp), which keeps every candidate
+// within that bound and rescores them exactly.
+using Bf16ScreenFn = void (*)(const std::uint32_t* query_groups, std::size_t n_queries,
                               const std::uint16_t* rows, std::size_t n_rows, std::size_t dim,
                               float* out, std::size_t ld_out);
 
@@ -66,6 +69,7 @@ struct KernelTable {
     // From panel_min_queries queries on, bfloat16 rows are screened by this where the CPU
     // multiplies bfloat16 natively (AVX512-BF16); nullptr elsewhere.
     Bf16ScreenFn bf16_screen_block;
+    std::size_t bf16_screen_group;  // queries per group of the screen's layout; 0: none
 };
 
 // One factory per ISA translation unit; defined only where that unit is compiled in.

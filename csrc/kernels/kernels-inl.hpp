@@ -278,13 +278,15 @@ struct PrefetchCursor {
 
 // How a panel micro-kernel multiplies. `Query` is what it broadcasts per depth step,
 // depth(dim) the panel's depth, pack() fills a panel from 2W stored rows, and apply() is
-// one multiply-accumulate step. The float32 policy below serves every Storage; the
+// one multiply-accumulate step. kStepMajor: the queries come in groups of
+// kQueriesPerTile laid out step-major (kernel_table.hpp, Bf16ScreenFn), else row-major. The float32 policy below serves every Storage; the
 // bfloat16 screen (avx512_bf16.cpp) steps two bfloat16 elements at a time.
 template <class S, class Step, class R>
 struct Float32Panel {
     using Query = float;
     using V = typename S::V;
     static constexpr int kQueriesPerTile = S::kQueriesPerPanelTile;
+    static constexpr bool kStepMajor = false;
     static std::size_t depth(std::size_t dim) { return dim; }
     static void pack(const typename R::Stored* const* row_ptrs, std::size_t dim, float* panel) {
         pack_panel<S, R>(row_ptrs, dim, panel);
@@ -310,7 +312,8 @@ inline void panel_tile(const typename Arith::Query* queries, std::size_t depth,
         }
         const V x_lo = S::load(panel + t * P), x_hi = S::load(panel + t * P + W);
         for (int i = 0; i < Q; ++i) {
-            const V q = Arith::broadcast(queries + i * depth + t);
+            const V q = Arith::broadcast(Arith::kStepMajor ? queries + t * Q + i
+                                                           : queries + i * depth + t);
             lo[i] = Arith::apply(q, x_lo, lo[i]);
             hi[i] = Arith::apply(q, x_hi, hi[i]);
         }
@@ -475,6 +478,7 @@ KernelTable make_kernel_table(const char* name) {
         {&score_row<S, Metric::L2>, &score_row<S, Metric::IP>, &score_row<S, Metric::Cosine>},
         S::kQueriesPerPanelTile > 0 ? kMinPanelQueries : 0,
         nullptr,
+        0,
     };
 }
 
