@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
+
+#include "kernels/decode_scalar.hpp"
 
 namespace fastretrieve {
 namespace {
@@ -13,13 +16,6 @@ std::uint16_t round_to_bfloat16(float value) {
     std::memcpy(&bits, &value, sizeof bits);
     bits += 0x7FFFu + ((bits >> 16) & 1u);
     return static_cast<std::uint16_t>(bits >> 16);
-}
-
-double bfloat16_value(std::uint16_t bits) {
-    const std::uint32_t widened = static_cast<std::uint32_t>(bits) << 16;
-    float value;
-    std::memcpy(&value, &widened, sizeof value);
-    return value;
 }
 
 // What the bound needs to know of the database: the largest norm, and for cosine the
@@ -87,7 +83,7 @@ bool make_bf16_screen(const KnnRequest& r, const float* queries, std::size_t kee
         double err_sq = 0, rounded_sq = 0, rounded_l1 = 0;  // of q - q~, of q~
         for (std::size_t t = 0; t < dim; ++t) {
             const std::uint16_t bits = round_to_bfloat16(q[t]);
-            const double rounded = bfloat16_value(bits);
+            const double rounded = bfloat16_to_float(bits);
             if (!std::isfinite(rounded)) return false;
             first[t / 2 * slot.stride] |= static_cast<std::uint32_t>(bits) << (16 * (t % 2));
             err_sq += (q[t] - rounded) * (q[t] - rounded);

@@ -4,7 +4,9 @@
 // the buffer fills, nth_element keeps the k best and the threshold drops to the k-th
 // best score. That costs O(1) amortised per accepted candidate for any k (a sorted buffer
 // degrades for large k, a heap pays log k per insert). Ordering is by (score, index), so
-// equal scores keep the lower index, which is the documented tie rule.
+// equal scores keep the lower index, which is the documented tie rule. With a margin (the
+// bfloat16 screen) the threshold is the k-th best plus the margin, and the buffer doubles
+// whenever more than half of it is within the margin.
 #pragma once
 
 #include <algorithm>
