@@ -26,6 +26,7 @@ constexpr std::size_t kQueryBlock = 256;
 constexpr std::size_t kRowBlock = 256;
 // Smallest slice of the database worth a task of its own in the few-queries regime.
 constexpr std::size_t kMinRowsPerChunk = 4096;
+// Fewest database rows per chunk for each neighbour wanted (see knn_search).
 constexpr std::size_t kRowsPerChunkPerK = 64;
 // From this many queries on, a search is compute-bound (the roofline puts the
 // turn near 20 queries on this machine; 64 leaves the bandwidth-bound shapes alone).
@@ -229,6 +230,12 @@ void prefetch_row(const KnnRequest& r, std::size_t row) {
         __builtin_prefetch(bytes + offset);
 }
 
+// The reservoir margin of `query`: the screen's bound where one is in use, else 0 (TopK
+// keeps the k best).
+float screen_margin(const Bf16Screen* screen, std::size_t query) {
+    return screen ? screen->margins[query] : 0.0f;
+}
+
 // Scans database rows [row_begin, row_end) for a block of queries, feeding one TopK per
 // query. `dots` is scratch of query_count x kRowBlock floats. With a bfloat16 `screen`
 // the products come from its kernel; returns false, unfinished, once a query has gathered
@@ -362,7 +369,7 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
         std::vector<TopK> tops;
         tops.reserve(query_count);
         for (std::size_t i = 0; i < query_count; ++i)
-            tops.emplace_back(keep, with ? with->margins[query_begin + i] : 0.0f);
+            tops.emplace_back(keep, screen_margin(with, query_begin + i));
         return tops;
     };
 
@@ -400,11 +407,11 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
         const std::size_t row_end = std::min(r.n_database, row_begin + chunk_rows);
         std::vector<TopK> local = reservoirs(query_begin, query_count, screen);
         std::vector<float> dots(query_count * kRowBlock);
-        bool screened = screen != nullptr;
+        const Bf16Screen* scanned_with = screen;
         if (!scan_rows(r, kernels, queries, scan.dot_offsets.data(), screen, query_begin,
                        query_count, row_begin, row_end, local, dots, bad)) {
-            local = reservoirs(query_begin, query_count, nullptr);  // the screen was too loose
-            screened = false;
+            scanned_with = nullptr;  // the screen was too loose: float32 instead
+            local = reservoirs(query_begin, query_count, nullptr);
             scan_rows(r, kernels, queries, scan.dot_offsets.data(), nullptr, query_begin,
                       query_count, row_begin, row_end, local, dots, bad);
         }
@@ -417,7 +424,7 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
             candidates.clear();
             local[i].collect(candidates);
             finish_query(r, query_begin + i, candidates, keep,
-                         screened ? screen->margins[query_begin + i] : 0.0f, out_distances,
+                         screen_margin(scanned_with, query_begin + i), out_distances,
                          out_indices);
         }
     });
@@ -431,8 +438,8 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
             best[block * n_chunks + chunk][i].collect(candidates);
         // A chunk that fell back to float32 kept its k best, whose scores are within the
         // screen's bound of the exact ones too: the margin prunes them alike.
-        finish_query(r, query, candidates, keep, screen ? screen->margins[query] : 0.0f,
-                     out_distances, out_indices);
+        finish_query(r, query, candidates, keep, screen_margin(screen, query), out_distances,
+                     out_indices);
     });
 }
 

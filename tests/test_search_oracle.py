@@ -30,16 +30,20 @@ def test_search_matches_oracle_each_dim(kernel_path, dim, metric):
         assert_matches_oracle(queries, database, k, metric, distances, indices)
 
 
+def assert_exact_on_thread_counts(queries, database, metric, thread_counts):
+    for threads in thread_counts:
+        distances, indices = fr.search(queries, 10, database=database, metric=metric,
+                                       threads=threads)
+        assert_matches_oracle(queries, database, 10, metric, distances, indices)
+
+
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("n_queries", [1, 3, 70, 130])
 def test_search_regimes_split_database_and_query_blocks(kernel_path, n_queries, metric):
     # 20,000 rows are split across threads for few queries (four chunks per thread) and
     # from 64 queries on (one per thread), then merged.
     queries, database = random_data(n_queries, n_queries, 20_000, 24)
-    for threads in (1, 2, 3):
-        distances, indices = fr.search(queries, 10, database=database, metric=metric,
-                                       threads=threads)
-        assert_matches_oracle(queries, database, 10, metric, distances, indices)
+    assert_exact_on_thread_counts(queries, database, metric, (1, 2, 3))
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -47,10 +51,7 @@ def test_several_query_blocks(kernel_path, metric):
     # 300 queries make two blocks of 150: 2 threads take one block each, whole; 3 threads
     # split each block's scan in three database chunks (six tasks) and merge.
     queries, database = random_data(300, 300, 9_000, 8)
-    for threads in (2, 3):
-        distances, indices = fr.search(queries, 10, database=database, metric=metric,
-                                       threads=threads)
-        assert_matches_oracle(queries, database, 10, metric, distances, indices)
+    assert_exact_on_thread_counts(queries, database, metric, (2, 3))
 
 
 @pytest.mark.parametrize("metric", METRICS)

@@ -279,8 +279,9 @@ struct PrefetchCursor {
 // How a panel micro-kernel multiplies. `Query` is what it broadcasts per depth step,
 // depth(dim) the panel's depth, pack() fills a panel from 2W stored rows, and apply() is
 // one multiply-accumulate step. kStepMajor: the queries come in groups of
-// kQueriesPerTile laid out step-major (kernel_table.hpp, Bf16ScreenFn), else row-major. The float32 policy below serves every Storage; the
-// bfloat16 screen (avx512_bf16.cpp) steps two bfloat16 elements at a time.
+// kQueriesPerTile laid out step-major (kernel_table.hpp, Bf16ScreenFn), else row-major.
+// The float32 policy below serves every Storage; the bfloat16 screen (avx512_bf16.cpp)
+// steps two bfloat16 elements at a time.
 template <class S, class Step, class R>
 struct Float32Panel {
     using Query = float;
