@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bf16_screen.hpp"
+#include "screen_bound.hpp"
 #include "dispatch.hpp"
 #include "kernels/decode_scalar.hpp"
 #include "parallel.hpp"
@@ -119,22 +120,28 @@ void sqnorms_parallel(const KernelTable& kernels, const float* rows, std::size_t
     });
 }
 
-// Per-row factors of the selection score for rows [start, start + n): squared norms for
-// l2, inverse norms (0 for a zero row) for cosine; unused for ip. Computed per block,
-// while the rows are about to be read anyway, so a search without cached norms makes a
-// single pass over the database. Returns the first row whose norm is not finite, or n.
+// Checks a block's squared norms and, for cosine, turns them into inverse norms. Returns
+// the first row whose norm is not finite, or n.
+std::size_t finish_factors(Metric metric, float* factors, std::size_t n) {
+    for (std::size_t j = 0; j < n; ++j) {
+        if (!std::isfinite(factors[j])) return j;
+        if (metric == Metric::Cosine) factors[j] = factors[j] > 0 ? 1.0f / std::sqrt(factors[j]) : 0.0f;
+    }
+    return n;
+}
+
+// Per-row factors for rows [start, start + n): squared norms for l2 (the score's) and ip
+// (the error bound's, screen_bound.hpp), inverse norms (0 for a zero row) for cosine.
+// Computed per block, while the rows are about to be read anyway, so a search without
+// cached norms makes a single pass over the database. Returns the first row whose norm is
+// not finite, or n.
 std::size_t block_factors(const KnnRequest& r, const KernelTable& kernels, std::size_t start,
                           std::size_t n, float* factors) {
-    if (r.metric == Metric::IP) return n;
     if (r.database_sqnorms)  // always present for storage other than float32 (knn.hpp)
         std::copy(r.database_sqnorms + start, r.database_sqnorms + start + n, factors);
     else
         kernels.sqnorms(static_cast<const float*>(r.database) + start * r.dim, n, r.dim, factors);
-    for (std::size_t j = 0; j < n; ++j) {
-        if (!std::isfinite(factors[j])) return j;
-        if (r.metric == Metric::Cosine) factors[j] = factors[j] > 0 ? 1.0f / std::sqrt(factors[j]) : 0.0f;
-    }
-    return n;
+    return finish_factors(r.metric, factors, n);
 }
 
 // The queries as the kernels take them, and per query the offset score_row adds to each
@@ -230,51 +237,217 @@ void prefetch_row(const KnnRequest& r, std::size_t row) {
         __builtin_prefetch(bytes + offset);
 }
 
-// The reservoir margin of `query`: the screen's bound where one is in use, else 0 (TopK
-// keeps the k best).
-float screen_margin(const Bf16Screen* screen, std::size_t query) {
-    return screen ? screen->margins[query] : 0.0f;
+// An exactly rescored candidate: (key, index), key = the distance for l2, minus the
+// similarity for ip and cosine, so that smaller pairs are better under the tie rule.
+using Exact = std::pair<double, std::int64_t>;
+
+double exact_key(const KnnRequest& r, std::size_t query, std::int64_t index, float* scratch) {
+    const double value = exact_distance(r.queries + query * r.dim,
+                                        decoded_row(r, index, scratch), r.dim, r.metric);
+    return r.metric == Metric::L2 ? value : -value;
 }
 
-// Scans database rows [row_begin, row_end) for a block of queries, feeding one TopK per
-// query. `dots` is scratch of query_count x kRowBlock floats. With a bfloat16 `screen`
-// the products come from its kernel; returns false, unfinished, once a query has gathered
-// more candidates than the screen allows.
-bool scan_rows(const KnnRequest& r, const KernelTable& kernels, const float* queries,
-               const float* dot_offsets, const Bf16Screen* screen, std::size_t query_begin,
-               std::size_t query_count, std::size_t row_begin, std::size_t row_end,
-               std::vector<TopK>& best, std::vector<float>& dots, BadRow& bad) {
+// Keeps the `keep` best of `exact` (in order when `sorted`).
+void keep_best_exact(std::vector<Exact>& exact, std::size_t keep, bool sorted) {
+    if (exact.size() > keep) {
+        std::nth_element(exact.begin(), exact.begin() + (keep - 1), exact.end());
+        exact.resize(keep);
+    }
+    if (sorted) std::sort(exact.begin(), exact.end());
+}
+
+// How a task scores its rows. Each mode's scores are only known within an error bound
+// (the reservoirs' margins), and every candidate within it is rescored in float64:
+//   Bf16Screen: bfloat16 rows against the queries rounded to bfloat16 (bf16_screen.hpp);
+//   Float32:    the float32 kernels as they are (for l2 the expanded form);
+//   Centred:    rows decoded to float32 minus a centre, the mean of the block's queries
+//               (l2: queries centred too; ip: rows only, which shifts every score of a
+//               query by the same <q, c>; cosine: no centre). Its bound is small wherever
+//               the data sits, and a query that still gathers too many candidates (many
+//               near-equal distances, duplicates) settles them exactly in the scan.
+// A task starts with the fastest mode that applies and moves to the next when a query's
+// candidates outgrow candidate_limit: the bound was too wide for the data.
+enum class ScanMode { Bf16Screen, Float32, Centred };
+
+struct BlockScan {
+    ScanMode mode;
+    const float* queries;              // the block's first query, as the kernels take it
+    const float* dot_offsets;          // the block's first offset (int8 folding), or zeros
+    std::vector<ErrorBound> bounds;    // per query of the block (float32 modes)
+    std::vector<float> centre;         // Centred l2/ip: dim floats
+    std::vector<float> own_queries;    // Centred: the block's queries as scanned
+    std::vector<float> zero_offsets;   // Centred: rows are decoded, never folded
+    std::vector<double> shift;         // Centred: exact key = score + shift, per query
+    std::vector<float> rows;           // Centred: kRowBlock x dim decoded, centred rows
+};
+
+BlockScan make_block_scan(const KnnRequest& r, ScanMode mode, const float* queries,
+                          const float* dot_offsets, std::size_t query_begin,
+                          std::size_t query_count) {
+    const std::size_t dim = r.dim;
+    BlockScan scan{mode, queries + query_begin * dim, dot_offsets + query_begin, {}, {}, {}, {}, {}, {}};
+    if (mode == ScanMode::Float32) {
+        const bool folded = r.storage == Storage::I8;
+        scan.bounds = float32_screen_bounds(r, query_begin, query_count, scan.queries,
+                                            folded ? scan.dot_offsets : nullptr, false);
+    }
+    if (mode != ScanMode::Centred) return scan;
+
+    const float* original = r.queries + query_begin * dim;
+    scan.own_queries.assign(original, original + query_count * dim);
+    scan.shift.assign(query_count, 0.0);
+    const bool centred = r.metric != Metric::Cosine;
+    if (centred) {
+        std::vector<double> mean(dim, 0.0);
+        for (std::size_t i = 0; i < query_count; ++i)
+            for (std::size_t t = 0; t < dim; ++t) mean[t] += original[i * dim + t];
+        scan.centre.resize(dim);
+        for (std::size_t t = 0; t < dim; ++t)
+            scan.centre[t] = static_cast<float>(mean[t] / static_cast<double>(query_count));
+    }
+    for (std::size_t i = 0; i < query_count; ++i) {
+        float* q = scan.own_queries.data() + i * dim;
+        double sum = 0;
+        for (std::size_t t = 0; t < dim; ++t) {
+            if (r.metric == Metric::L2) {
+                q[t] -= scan.centre[t];
+                sum += double(q[t]) * q[t];      // |q'|^2: the distance is score + |q'|^2
+            } else if (r.metric == Metric::IP) {
+                sum -= double(q[t]) * scan.centre[t];  // -<q, c>: -<q,x> = -<q,x'> - <q,c>
+            } else {
+                sum += double(q[t]) * q[t];
+            }
+        }
+        if (r.metric == Metric::Cosine) {
+            if (sum > 0) {
+                const float inv = static_cast<float>(1.0 / std::sqrt(sum));
+                for (std::size_t t = 0; t < dim; ++t) q[t] *= inv;
+            }
+        } else {
+            scan.shift[i] = sum;
+        }
+    }
+    scan.queries = scan.own_queries.data();
+    scan.zero_offsets.assign(query_count, 0.0f);
+    scan.dot_offsets = scan.zero_offsets.data();
+    scan.bounds = float32_screen_bounds(r, query_begin, query_count, scan.queries, nullptr, centred);
+    scan.rows.resize(kRowBlock * dim);
+    return scan;
+}
+
+// One reservoir per query of a task's block, with the margin its mode starts from.
+std::vector<TopK> make_reservoirs(const BlockScan& scan, const Bf16Screen* screen,
+                                  std::size_t query_begin, std::size_t query_count,
+                                  std::size_t keep) {
+    std::vector<TopK> tops;
+    tops.reserve(query_count);
+    for (std::size_t i = 0; i < query_count; ++i)
+        tops.emplace_back(keep, scan.mode == ScanMode::Bf16Screen
+                                    ? screen->margins[query_begin + i]
+                                    : scan.bounds[i].margin(0.0));
+    return tops;
+}
+
+// Centred mode: rows [start, start + n) decoded to float32, minus the centre, into
+// scan.rows, their factors (squared norms; cosine: inverse norms) and the block's dot
+// products. Returns the first row whose norm is not finite, or n.
+std::size_t centred_block(const KnnRequest& r, const KernelTable& kernels, BlockScan& scan,
+                          std::size_t query_count, std::size_t start, std::size_t n,
+                          float* factors, float* dots) {
+    const std::size_t dim = r.dim;
+    std::vector<float> scratch(r.storage == Storage::F32 ? 0 : dim);
+    for (std::size_t j = 0; j < n; ++j) {
+        const float* row = decoded_row(r, start + j, scratch.data());
+        float* out = scan.rows.data() + j * dim;
+        if (scan.centre.empty())
+            std::copy(row, row + dim, out);
+        else
+            for (std::size_t t = 0; t < dim; ++t) out[t] = row[t] - scan.centre[t];
+    }
+    kernels.sqnorms(scan.rows.data(), n, dim, factors);
+    const std::size_t bad = finish_factors(r.metric, factors, n);
+    if (bad < n) return bad;
+    kernels.dot_block[static_cast<int>(Storage::F32)](scan.queries, query_count, scan.rows.data(),
+                                                       n, dim, dots, kRowBlock);
+    return n;
+}
+
+// Centred mode, a query with too many candidates: rescores them all exactly into its
+// settled k best, and bounds later screened scores by the settled k-th best.
+void settle(const KnnRequest& r, std::size_t query, double shift, std::size_t keep, TopK& top,
+            std::vector<Exact>& settled) {
+    std::vector<Candidate> taken;
+    top.take_all(taken);
+    std::vector<float> scratch(r.storage == Storage::F32 ? 0 : r.dim);
+    for (const Candidate& c : taken) settled.emplace_back(exact_key(r, query, c.index, scratch.data()), c.index);
+    keep_best_exact(settled, keep, false);
+    if (settled.size() == keep)
+        top.bound_by_settled(std::max_element(settled.begin(), settled.end())->first - shift);
+}
+
+// Candidates one query may gather before its task's mode is judged too loose for the
+// data (see ScanMode).
+std::size_t candidate_limit(std::size_t keep) { return 2 * keep + 256; }
+
+// Scans database rows [row_begin, row_end) for a block of queries in `scan`'s mode,
+// feeding one TopK per query. `dots` is scratch of query_count x kRowBlock floats. Returns
+// false, unfinished, once a query has gathered more than candidate_limit candidates in a
+// mode that cannot settle them.
+bool scan_rows(const KnnRequest& r, const KernelTable& kernels, BlockScan& scan,
+               const Bf16Screen* screen, std::size_t query_begin, std::size_t query_count,
+               std::size_t row_begin, std::size_t row_end, std::size_t keep,
+               std::vector<TopK>& best, std::vector<std::vector<Exact>>& settled,
+               std::vector<float>& dots, BadRow& bad) {
     const ScoreRowFn score_row = kernels.score_row[static_cast<int>(r.metric)];
     const DotBlockFn dot_block = kernels.dot_block[static_cast<int>(r.storage)];
+    const std::size_t limit = candidate_limit(keep);
     // Whichever pass reads a block first waits for memory. The panel kernel hides that
     // wait (it prefetches each strip while multiplying the one before), so it goes first;
     // otherwise the norms' plain sequential loop goes first, which streams faster than the
     // few-queries tiles (10-20% at 1-4 queries, 1M x 128).
     const bool products_first =
         kernels.panel_min_queries != 0 && query_count >= kernels.panel_min_queries;
+    // The error bounds of the float32 modes grow with the largest row norm seen (cosine's
+    // do not depend on it).
+    const bool bound_by_norms = scan.mode != ScanMode::Bf16Screen && r.metric != Metric::Cosine;
+    double largest_norm = 0;
     float factors[kRowBlock];
     for (std::size_t start = row_begin; start < row_end; start += kRowBlock) {
         const std::size_t n_rows = std::min(kRowBlock, row_end - start);
-        const auto norms_ok = [&] {
-            const std::size_t bad_norm = block_factors(r, kernels, start, n_rows, factors);
-            if (bad_norm < n_rows) bad.report(start + bad_norm);
-            return bad_norm == n_rows;
+        const auto report = [&](std::size_t first_bad) {
+            if (first_bad < n_rows) bad.report(start + first_bad);
+            return first_bad == n_rows;
         };
-        if (!products_first && !norms_ok()) return true;
-        if (screen)
-            kernels.bf16_screen_block(
-                screen->query_groups.data() + query_begin * screen->pairs_per_query, query_count,
-                static_cast<const std::uint16_t*>(stored_row(r, start)), n_rows, r.dim,
-                dots.data(), kRowBlock);
-        else
-            dot_block(queries + query_begin * r.dim, query_count, stored_row(r, start), n_rows,
-                      r.dim, dots.data(), kRowBlock);
-        if (products_first && !norms_ok()) return true;
+        if (scan.mode == ScanMode::Centred) {
+            if (!report(centred_block(r, kernels, scan, query_count, start, n_rows, factors,
+                                      dots.data())))
+                return true;
+        } else {
+            if (!products_first && !report(block_factors(r, kernels, start, n_rows, factors)))
+                return true;
+            if (scan.mode == ScanMode::Bf16Screen)
+                kernels.bf16_screen_block(
+                    screen->query_groups.data() + query_begin * screen->pairs_per_query,
+                    query_count, static_cast<const std::uint16_t*>(stored_row(r, start)), n_rows,
+                    r.dim, dots.data(), kRowBlock);
+            else
+                dot_block(scan.queries, query_count, stored_row(r, start), n_rows, r.dim,
+                          dots.data(), kRowBlock);
+            if (products_first && !report(block_factors(r, kernels, start, n_rows, factors)))
+                return true;
+        }
+        if (bound_by_norms) {
+            const double block_norm = max_row_norm(factors, n_rows, r.dim);
+            if (block_norm > largest_norm) {
+                largest_norm = block_norm;
+                for (std::size_t i = 0; i < query_count; ++i)
+                    best[i].widen_margin(scan.bounds[i].margin(largest_norm));
+            }
+        }
         for (std::size_t i = 0; i < query_count; ++i) {
             float* scores = dots.data() + i * kRowBlock;
             bool non_finite = false;
-            const float lowest =
-                score_row(scores, dot_offsets[query_begin + i], factors, n_rows, &non_finite);
+            const float lowest = score_row(scores, scan.dot_offsets[i], factors, n_rows, &non_finite);
             if (non_finite) {
                 for (std::size_t j = 0; j < n_rows; ++j)
                     if (!std::isfinite(scores[j])) {
@@ -293,34 +466,56 @@ bool scan_rows(const KnnRequest& r, const KernelTable& kernels, const float* que
                     threshold = top.threshold();
                 }
             }
-            if (screen && top.size() > screen->candidate_limit) return false;
+            if (top.size() > limit) {
+                if (scan.mode != ScanMode::Centred) return false;
+                settle(r, query_begin + i, scan.shift[i], keep, top, settled[i]);
+            }
         }
     }
     return true;
 }
 
-// Picks the `keep` best candidates of one query, rescoring them exactly, and writes the
-// padded output row. Screened candidates (margin > 0, see TopK) are all rescored if they
-// score below the k-th best plus margin: their scores only bound the exact ones. That
-// prunes a merge of database chunks to what one reservoir over all of them would keep.
-void finish_query(const KnnRequest& r, std::size_t query, std::vector<Candidate>& candidates,
-                  std::size_t keep, float margin, float* out_distances,
-                  std::int64_t* out_indices) {
-    if (candidates.size() > keep) keep_within_margin(candidates, keep, margin);
-    const bool ascending = r.metric == Metric::L2;
-    std::vector<std::pair<double, std::int64_t>> exact;
-    exact.reserve(candidates.size());
-    std::vector<float> scratch(r.storage == Storage::F32 ? 0 : r.dim);
-    for (std::size_t j = 0; j < candidates.size(); ++j) {
-        if (j + kRescorePrefetchDistance < candidates.size())
-            prefetch_row(r, candidates[j + kRescorePrefetchDistance].index);
-        const std::int64_t index = candidates[j].index;
-        const double value = exact_distance(r.queries + query * r.dim,
-                                            decoded_row(r, index, scratch.data()), r.dim, r.metric);
-        exact.emplace_back(ascending ? value : -value, index);
+// What a task leaves for the merge of a split database: its mode (which score frame its
+// candidates are in), its reservoirs, and the candidates it settled exactly.
+struct TaskResult {
+    ScanMode mode = ScanMode::Float32;
+    std::vector<TopK> tops;
+    std::vector<std::vector<Exact>> settled;
+};
+
+// Screened candidates of one query in one score frame, with the largest margin of the
+// reservoirs they came from.
+struct ScreenedGroup {
+    std::vector<Candidate> candidates;
+    float margin = 0.0f;
+
+    void add(TopK& top) {
+        top.collect(candidates);
+        margin = std::max(margin, top.margin());
     }
-    std::sort(exact.begin(), exact.end());
-    if (exact.size() > keep) exact.resize(keep);
+};
+
+// Picks the `keep` best candidates of one query and writes its padded output row. Each
+// group's screened candidates are pruned to those scoring below its k-th best plus its
+// margin (their scores only bound the exact ones), rescored exactly, and ranked with the
+// candidates settled exactly during the scan. The pruning makes a merge of database
+// chunks rescore what one reservoir over all of them would keep.
+void finish_query(const KnnRequest& r, std::size_t query, ScreenedGroup* groups,
+                  std::size_t n_groups, std::vector<Exact>& exact, std::size_t keep,
+                  float* out_distances, std::int64_t* out_indices) {
+    std::vector<float> scratch(r.storage == Storage::F32 ? 0 : r.dim);
+    for (std::size_t g = 0; g < n_groups; ++g) {
+        std::vector<Candidate>& candidates = groups[g].candidates;
+        if (candidates.size() > keep) keep_within_margin(candidates, keep, groups[g].margin);
+        for (std::size_t j = 0; j < candidates.size(); ++j) {
+            if (j + kRescorePrefetchDistance < candidates.size())
+                prefetch_row(r, candidates[j + kRescorePrefetchDistance].index);
+            const std::int64_t index = candidates[j].index;
+            exact.emplace_back(exact_key(r, query, index, scratch.data()), index);
+        }
+    }
+    keep_best_exact(exact, keep, true);
+    const bool ascending = r.metric == Metric::L2;
     float* distances = out_distances + query * r.k;
     std::int64_t* indices = out_indices + query * r.k;
     for (std::size_t j = 0; j < r.k; ++j) {
@@ -334,6 +529,10 @@ void finish_query(const KnnRequest& r, std::size_t query, std::vector<Candidate>
     }
 }
 
+ScanMode next_mode(ScanMode mode) {
+    return mode == ScanMode::Bf16Screen ? ScanMode::Float32 : ScanMode::Centred;
+}
+
 }  // namespace
 
 void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_indices) {
@@ -341,10 +540,10 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
     const std::size_t threads = resolve_threads(r.threads);
     const std::size_t candidates_total = r.n_database - (r.exclude_self ? 1 : 0);
     const std::size_t keep = std::min(r.k, candidates_total);
-    std::vector<Candidate> none;
     if (keep == 0) {  // a self-join of a single vector: nothing to find, only padding
+        std::vector<Exact> none;
         for (std::size_t q = 0; q < r.n_queries; ++q)
-            finish_query(r, q, none, 1, 0.0f, out_distances, out_indices);
+            finish_query(r, q, nullptr, 0, none, 1, out_distances, out_indices);
         return;
     }
 
@@ -364,14 +563,7 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
                             make_bf16_screen(r, queries, keep, block_size,
                                              kernels.bf16_screen_group, screen_storage);
     const Bf16Screen* screen = use_screen ? &screen_storage : nullptr;
-    const auto reservoirs = [&](std::size_t query_begin, std::size_t query_count,
-                                const Bf16Screen* with) {
-        std::vector<TopK> tops;
-        tops.reserve(query_count);
-        for (std::size_t i = 0; i < query_count; ++i)
-            tops.emplace_back(keep, screen_margin(with, query_begin + i));
-        return tops;
-    };
+    const ScanMode first_mode = use_screen ? ScanMode::Bf16Screen : ScanMode::Float32;
 
     // Tasks are (query block, database chunk) pairs; a database split into chunks costs a
     // merge per query. Few queries are bandwidth-bound: four chunks per thread keep every
@@ -396,35 +588,33 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
     const std::size_t chunk_rows = ceil_div(ceil_div(r.n_database, chunks), kRowBlock) * kRowBlock;
     const std::size_t n_chunks = ceil_div(r.n_database, chunk_rows);
 
-    // best[task][i]: the reservoir of query i of the task's block, kept for the merge
-    // only when the database is split.
-    std::vector<std::vector<TopK>> best(n_chunks > 1 ? query_blocks * n_chunks : 0);
+    // Kept for the merge only when the database is split.
+    std::vector<TaskResult> results(n_chunks > 1 ? query_blocks * n_chunks : 0);
     parallel_for(query_blocks * n_chunks, threads, [&](std::size_t task) {
         const std::size_t block = task / n_chunks, chunk = task % n_chunks;
         const std::size_t query_begin = block * block_size;
         const std::size_t query_count = std::min(block_size, r.n_queries - query_begin);
         const std::size_t row_begin = chunk * chunk_rows;
         const std::size_t row_end = std::min(r.n_database, row_begin + chunk_rows);
-        std::vector<TopK> local = reservoirs(query_begin, query_count, screen);
         std::vector<float> dots(query_count * kRowBlock);
-        const Bf16Screen* scanned_with = screen;
-        if (!scan_rows(r, kernels, queries, scan.dot_offsets.data(), screen, query_begin,
-                       query_count, row_begin, row_end, local, dots, bad)) {
-            scanned_with = nullptr;  // the screen was too loose: float32 instead
-            local = reservoirs(query_begin, query_count, nullptr);
-            scan_rows(r, kernels, queries, scan.dot_offsets.data(), nullptr, query_begin,
-                      query_count, row_begin, row_end, local, dots, bad);
+        TaskResult result;
+        for (result.mode = first_mode;; result.mode = next_mode(result.mode)) {
+            BlockScan block_scan = make_block_scan(r, result.mode, queries, scan.dot_offsets.data(),
+                                                   query_begin, query_count);
+            result.tops = make_reservoirs(block_scan, screen, query_begin, query_count, keep);
+            result.settled.assign(query_count, {});
+            if (scan_rows(r, kernels, block_scan, screen, query_begin, query_count, row_begin,
+                          row_end, keep, result.tops, result.settled, dots, bad))
+                break;
         }
         if (n_chunks > 1) {
-            best[task] = std::move(local);
+            results[task] = std::move(result);
             return;
         }
-        std::vector<Candidate> candidates;
         for (std::size_t i = 0; i < query_count && !bad.any(); ++i) {
-            candidates.clear();
-            local[i].collect(candidates);
-            finish_query(r, query_begin + i, candidates, keep,
-                         screen_margin(scanned_with, query_begin + i), out_distances,
+            ScreenedGroup group;
+            group.add(result.tops[i]);
+            finish_query(r, query_begin + i, &group, 1, result.settled[i], keep, out_distances,
                          out_indices);
         }
     });
@@ -433,13 +623,16 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
 
     parallel_for(r.n_queries, threads, [&](std::size_t query) {
         const std::size_t block = query / block_size, i = query % block_size;
-        std::vector<Candidate> candidates;
-        for (std::size_t chunk = 0; chunk < n_chunks; ++chunk)
-            best[block * n_chunks + chunk][i].collect(candidates);
-        // A chunk that fell back to float32 kept its k best, whose scores are within the
-        // screen's bound of the exact ones too: the margin prunes them alike.
-        finish_query(r, query, candidates, keep, screen_margin(screen, query), out_distances,
-                     out_indices);
+        // Scores of the Bf16Screen and Float32 modes estimate the same quantity; Centred
+        // scores are shifted per query by the centre, so they are pruned on their own.
+        ScreenedGroup groups[2];
+        std::vector<Exact> exact;
+        for (std::size_t chunk = 0; chunk < n_chunks; ++chunk) {
+            TaskResult& result = results[block * n_chunks + chunk];
+            groups[result.mode == ScanMode::Centred ? 1 : 0].add(result.tops[i]);
+            exact.insert(exact.end(), result.settled[i].begin(), result.settled[i].end());
+        }
+        finish_query(r, query, groups, 2, exact, keep, out_distances, out_indices);
     });
 }
 
