@@ -25,6 +25,12 @@ using DotBlockFn = void (*)(const float* queries, std::size_t n_queries, const v
                             std::size_t n_rows, std::size_t dim, float* out,
                             std::size_t ld_out);
 
+// DotBlockFn's products over float32 rows, and sqnorms_out[j] = <rows[j], rows[j]>, in one
+// read of the rows. For few queries (below panel_min_queries).
+using DotNormsBlockFn = void (*)(const float* queries, std::size_t n_queries, const float* rows,
+                                 std::size_t n_rows, std::size_t dim, float* out,
+                                 std::size_t ld_out, float* sqnorms_out);
+
 // out[i * ld_out + j] = sum_t (queries[i][t] - rows[j][t])^2 over float32 rows, computed
 // directly (no cancellation for near-identical vectors). Same shape contract as DotBlockFn.
 using L2BlockFn = void (*)(const float* queries, std::size_t n_queries, const float* rows,
@@ -60,6 +66,7 @@ enum class Metric : int { L2 = 0, IP = 1, Cosine = 2 };
 struct KernelTable {
     const char* name;  // "scalar", "avx2", "avx512", "avx512_bf16"
     DotBlockFn dot_block[kStorageKinds];  // indexed by Storage
+    DotNormsBlockFn dot_norms_block;
     L2BlockFn l2_block;
     SqnormsFn sqnorms;
     ScoreRowFn score_row[3];  // indexed by Metric

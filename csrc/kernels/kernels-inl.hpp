@@ -90,13 +90,18 @@ struct L2Step {
 // out de-interleaved (W even elements, then W odd ones; see pair_queries) and the rows are
 // widened by S::load_bf16_pairs, two ALU operations per 2W elements instead of two
 // shuffles and two shifts; the tail past the last whole chunk is in natural order.
-template <class S, class Step, class R, int Q, bool Paired = false>
+//
+// WithNorms (float32 rows, dot products): also accumulates each row's squared norm while
+// the row is in registers, into norms[r], so that a scan needing both reads the rows once.
+template <class S, class Step, class R, int Q, bool Paired = false, bool WithNorms = false>
 inline void tile(const float* const* queries, const typename R::Stored* const* rows,
-                 std::size_t dim, float* sums) {
+                 std::size_t dim, float* sums, float* norms = nullptr) {
+    static_assert(!(Paired && WithNorms), "norms are fused for float32 rows only");
     using V = typename S::V;
     V acc[Q][kRowsPerTile];
     for (int i = 0; i < Q; ++i)
         for (std::size_t r = 0; r < kRowsPerTile; ++r) acc[i][r] = S::zero();
+    V norm_acc[kRowsPerTile] = {S::zero(), S::zero(), S::zero(), S::zero()};
 
     std::size_t t = 0;
     if constexpr (Paired) {
@@ -115,6 +120,8 @@ inline void tile(const float* const* queries, const typename R::Stored* const* r
     for (; t + S::W <= dim; t += S::W) {
         V x[kRowsPerTile];
         for (std::size_t r = 0; r < kRowsPerTile; ++r) x[r] = R::template load<S>(rows[r] + t);
+        if constexpr (WithNorms)
+            for (std::size_t r = 0; r < kRowsPerTile; ++r) norm_acc[r] = S::fma(x[r], x[r], norm_acc[r]);
         for (int i = 0; i < Q; ++i) {
             const V q = S::load(queries[i] + t);
             for (std::size_t r = 0; r < kRowsPerTile; ++r)
@@ -126,6 +133,8 @@ inline void tile(const float* const* queries, const typename R::Stored* const* r
         V x[kRowsPerTile];
         for (std::size_t r = 0; r < kRowsPerTile; ++r)
             x[r] = R::template load_partial<S>(rows[r] + t, rest);
+        if constexpr (WithNorms)
+            for (std::size_t r = 0; r < kRowsPerTile; ++r) norm_acc[r] = S::fma(x[r], x[r], norm_acc[r]);
         for (int i = 0; i < Q; ++i) {
             const V q = S::load_partial(queries[i] + t, rest);
             for (std::size_t r = 0; r < kRowsPerTile; ++r)
@@ -134,28 +143,34 @@ inline void tile(const float* const* queries, const typename R::Stored* const* r
     }
     for (int i = 0; i < Q; ++i)
         S::reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3], sums + i * kRowsPerTile);
+    if constexpr (WithNorms) S::reduce4(norm_acc[0], norm_acc[1], norm_acc[2], norm_acc[3], norms);
 }
 
-template <class S, class Step, class R, int Q, bool Paired>
+template <class S, class Step, class R, int Q, bool Paired, bool WithNorms>
 inline void tile_to_out(const float* const* queries, const typename R::Stored* const* rows,
-                        std::size_t dim, std::size_t valid_rows, float* out, std::size_t ld_out) {
-    float sums[Q * kRowsPerTile];
-    tile<S, Step, R, Q, Paired>(queries, rows, dim, sums);
+                        std::size_t dim, std::size_t valid_rows, float* out, std::size_t ld_out,
+                        float* norms_out) {
+    float sums[Q * kRowsPerTile], norms[kRowsPerTile];
+    tile<S, Step, R, Q, Paired, WithNorms>(queries, rows, dim, sums, norms);
     for (int i = 0; i < Q; ++i)
         for (std::size_t r = 0; r < valid_rows; ++r) out[i * ld_out + r] = sums[i * kRowsPerTile + r];
+    if constexpr (WithNorms)
+        for (std::size_t r = 0; r < valid_rows; ++r) norms_out[r] = norms[r];
 }
 
 // Picks the micro-kernel instantiation for the number of queries left (1..kMax).
-template <class S, class Step, class R, int Q, bool Paired>
+template <class S, class Step, class R, int Q, bool Paired, bool WithNorms = false>
 inline void tile_for_count(int count, const float* const* queries,
                            const typename R::Stored* const* rows, std::size_t dim,
-                           std::size_t valid_rows, float* out, std::size_t ld_out) {
+                           std::size_t valid_rows, float* out, std::size_t ld_out,
+                           float* norms_out = nullptr) {
     if constexpr (Q > 1) {
         if (count < Q)
-            return tile_for_count<S, Step, R, Q - 1, Paired>(count, queries, rows, dim,
-                                                             valid_rows, out, ld_out);
+            return tile_for_count<S, Step, R, Q - 1, Paired, WithNorms>(
+                count, queries, rows, dim, valid_rows, out, ld_out, norms_out);
     }
-    tile_to_out<S, Step, R, Q, Paired>(queries, rows, dim, valid_rows, out, ld_out);
+    tile_to_out<S, Step, R, Q, Paired, WithNorms>(queries, rows, dim, valid_rows, out, ld_out,
+                                                  norms_out);
 }
 
 // Largest dimension and query count whose de-interleaved copy (pair_queries) lives on the
@@ -193,9 +208,12 @@ inline void pair_queries(const float* queries, std::size_t n_queries, std::size_
 // slightly better at d = 512 (8, 16 and 32 KiB measured alike within the noise).
 constexpr std::size_t kPrefetchBytesAhead = 8192;
 
-template <class S, class Step, class R, bool Paired>
+//
+// WithNorms: the first group of queries also writes each row's squared norm to norms_out.
+template <class S, class Step, class R, bool Paired, bool WithNorms = false>
 void reduce_rows(const float* queries, std::size_t n_queries, const typename R::Stored* rows,
-                 std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
+                 std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out,
+                 float* norms_out = nullptr) {
     constexpr int kMax = S::kMaxQueriesPerTile;
     const std::size_t tile_bytes = kRowsPerTile * dim * sizeof(typename R::Stored);
     const std::size_t tiles_ahead = (kPrefetchBytesAhead + tile_bytes - 1) / tile_bytes;
@@ -215,8 +233,13 @@ void reduce_rows(const float* queries, std::size_t n_queries, const typename R::
             const int count = left < static_cast<std::size_t>(kMax) ? static_cast<int>(left) : kMax;
             const float* query_ptrs[kMax];
             for (int i = 0; i < count; ++i) query_ptrs[i] = queries + (q0 + i) * dim;
-            tile_for_count<S, Step, R, kMax, Paired>(count, query_ptrs, row_ptrs, dim,
-                                                     valid_rows, out + q0 * ld_out + r0, ld_out);
+            if (WithNorms && q0 == 0)
+                tile_for_count<S, Step, R, kMax, Paired, WithNorms>(
+                    count, query_ptrs, row_ptrs, dim, valid_rows, out + q0 * ld_out + r0, ld_out,
+                    norms_out + r0);
+            else
+                tile_for_count<S, Step, R, kMax, Paired>(count, query_ptrs, row_ptrs, dim,
+                                                         valid_rows, out + q0 * ld_out + r0, ld_out);
         }
     }
 }
@@ -396,6 +419,16 @@ void dot_block(const float* queries, std::size_t n_queries, const void* rows, st
                                   n_rows, dim, out, ld_out);
 }
 
+// Few queries over float32 rows: dot_block's products and each row's squared norm, in one
+// read of the rows (the reduce tiles only; callers use it below panel_min_queries).
+template <class S>
+void dot_norms_block(const float* queries, std::size_t n_queries, const float* rows,
+                     std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out,
+                     float* sqnorms_out) {
+    reduce_rows<S, DotStep, F32Rows, false, true>(queries, n_queries, rows, n_rows, dim, out,
+                                                   ld_out, sqnorms_out);
+}
+
 template <class S>
 void l2_block(const float* queries, std::size_t n_queries, const float* rows, std::size_t n_rows,
               std::size_t dim, float* out, std::size_t ld_out) {
@@ -474,6 +507,7 @@ KernelTable make_kernel_table(const char* name) {
         name,
         {&dot_block<S, F32Rows>, &dot_block<S, F16Rows>, &dot_block<S, BF16Rows>,
          &dot_block<S, I8Rows>},
+        &dot_norms_block<S>,
         &l2_block<S>,
         &sqnorms<S>,
         {&score_row<S, Metric::L2>, &score_row<S, Metric::IP>, &score_row<S, Metric::Cosine>},
