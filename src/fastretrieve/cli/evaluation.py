@@ -24,7 +24,8 @@ import numpy as np
 from .. import Embedder, search
 from .errors import SkipReport, UsageError
 from .files import find_images
-from .indexing import add_embedder_arguments, embedder_options, positive_int
+from ..embed import DEFAULT_MODEL
+from .indexing import MODEL_CHOICES, add_embedder_arguments, embedder_options, positive_int
 from .image_index import model_spec
 from .output import write_rows
 from .progress import ProgressBar
@@ -103,7 +104,7 @@ def add_parser(add_command) -> None:
         epilog=EXAMPLES + "\n" + __doc__.split("\n\n", 1)[1],
     )
     parser.add_argument("folder", metavar="DIR", help="one subfolder of images per class")
-    parser.add_argument("--model", default="classic", help="model to evaluate (default: classic)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"{MODEL_CHOICES} (default: {DEFAULT_MODEL})")
     parser.add_argument("-k", type=positive_int, default=10, help="cut-off of mAP@k and precision@k (default: 10)")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     add_embedder_arguments(parser)

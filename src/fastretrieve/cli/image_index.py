@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from .. import Embedder, Index, __version__
+from ..embed import BUILTIN_MODEL_NAMES
 from .errors import CommandError
 
 MODEL_ATTRIBUTE = "embedder"
@@ -24,9 +25,9 @@ RECORD_FORMAT = 1
 
 
 def model_spec(model: str) -> str:
-    """The model as recorded: "classic", a URL, or an absolute path (so that the index
-    can be queried from any working directory)."""
-    if model == "classic" or "://" in model:
+    """The model as recorded: a built-in name ("efficientnet-lite0", "classic", ...), a
+    URL, or an absolute path (so that the index can be queried from any working directory)."""
+    if model in BUILTIN_MODEL_NAMES or "://" in model:
         return model
     return os.path.abspath(os.path.expanduser(model))
 
