@@ -22,7 +22,7 @@ from embed_fixtures import mean_colour_model
 from fastretrieve import Index
 from fastretrieve.cli import contact_sheet
 
-COMMANDS = ("index", "search", "dedup", "info", "evaluate", "demo", "doctor", "bench")
+COMMANDS = ("index", "search", "dedup", "info", "evaluate", "fit-whitening", "demo", "doctor", "bench")
 
 
 @pytest.fixture(scope="module")

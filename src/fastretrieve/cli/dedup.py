@@ -113,7 +113,9 @@ def _vectors_of_index(args):
     index, record = load_index(args.source[0])
     ids = index.ids
     paths = [meta["path"] for meta in index.get_metadata(ids.tolist())]
-    return paths, index.get(ids), record["model"]
+    # A whitened index has other similarities: no measured default threshold applies.
+    model = record["model"] + (" (whitened)" if "whitening" in record else "")
+    return paths, index.get(ids), model
 
 
 def add_parser(add_command) -> None:

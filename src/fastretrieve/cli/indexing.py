@@ -29,7 +29,7 @@ from ..quantize import STORAGE_DTYPES
 from ..embed import BUILTIN_MODEL_NAMES, DEFAULT_MODEL
 from .errors import EXIT_OK, EXIT_PARTIAL, SkipReport
 from .files import content_hash, file_state, find_images
-from .image_index import entries_by_path, load_index, model_spec, new_image_index, open_embedder
+from .image_index import entries_by_path, load_index, model_spec, new_image_index, open_embedder, whitening_of
 from .progress import ProgressBar
 
 DEFAULT_CHECKPOINT_SECONDS = 60.0
@@ -189,13 +189,14 @@ def update_index(
         if os.path.exists(index_path):
             index, record = load_index(index_path)
             embedder = open_embedder(record, index_path, model, **options)
+            whitening = whitening_of(record, index_path)
             known = entries_by_path(index)
         else:
             os.makedirs(os.path.dirname(os.path.abspath(index_path)), exist_ok=True)
             spec = model_spec(model or DEFAULT_MODEL)
             embedder = Embedder(spec, **options)
             index = new_image_index(spec, embedder, dtype)
-            known = {}
+            whitening, known = None, {}
         plan = plan_update(paths, known, skips)
         checkpoints = Checkpoints(index, index_path, checkpoint_seconds)
         if plan.stale_ids:
@@ -204,7 +205,7 @@ def update_index(
             refreshed_ids = [item_id for item_id, _ in plan.refreshed]
             index.add(index.get(refreshed_ids), ids=refreshed_ids,
                       metadata=[meta for _, meta in plan.refreshed])
-        embedded = _embed_into(index, embedder, plan.to_embed, skips, checkpoints, show_progress)
+        embedded = _embed_into(index, embedder, plan.to_embed, skips, checkpoints, show_progress, whitening)
         checkpoints.save()
         if not os.path.exists(index_path):  # an empty folder still gives a valid index
             index.save(index_path)
@@ -219,8 +220,9 @@ def update_index(
     )
 
 
-def _embed_into(index, embedder, states, skips, checkpoints, show_progress) -> int:
-    """Embed the files ``states`` describe and add them to ``index``; returns how many."""
+def _embed_into(index, embedder, states, skips, checkpoints, show_progress, whitening=None) -> int:
+    """Embed the files ``states`` describe and add them to ``index`` (whitened if the
+    index is); returns how many."""
     delay = float(os.environ.get(TEST_DELAY_VARIABLE, "0") or 0)
     vectors, metadata = [], []
     embedded = 0
@@ -234,7 +236,7 @@ def _embed_into(index, embedder, states, skips, checkpoints, show_progress) -> i
         batch, batch_metadata = vectors[:], metadata[:]
         vectors.clear()
         metadata.clear()
-        index.add(batch, metadata=batch_metadata)
+        index.add(whitening.transform(batch) if whitening else batch, metadata=batch_metadata)
         embedded += len(batch)
         if delay:
             time.sleep(delay)

@@ -6,7 +6,8 @@ One concern per module: ``decode`` (any input to an upright RGB image), ``prepro
 (execution providers), ``download`` (model files and the cache), ``pipeline`` (the
 overlapped decode/inference stream), ``classic`` (the generator of the built-in model
 "classic"), ``builtin`` (the built-in CNNs and their cache), ``efficientnet`` (their
-architecture and ONNX graph), ``torch_weights`` (the restricted reader of their weights).
+architecture and ONNX graph), ``torch_weights`` (the restricted reader of their weights),
+``whitening`` (PCA whitening learned from a collection's own vectors).
 """
 
 from .builtin import BUILTIN_MODELS, DEFAULT_MODEL
@@ -15,6 +16,7 @@ from .download import ModelDownloadError
 from .embedder import EmbedError, Embedder
 from .model import ModelError, Preprocessing
 from .pipeline import EmbedResult
+from .whitening import Whitening
 from .providers import ProviderError, ProviderFallbackWarning
 
 # The names Embedder accepts for built-in models: the CNNs, then "classic".
@@ -32,4 +34,5 @@ __all__ = [
     "Preprocessing",
     "ProviderError",
     "ProviderFallbackWarning",
+    "Whitening",
 ]
