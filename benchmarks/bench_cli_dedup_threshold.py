@@ -1,6 +1,6 @@
-"""The measurement behind the default ``fastretrieve dedup`` threshold of the classic model.
+"""The measurement behind the default ``fastretrieve dedup`` threshold of a built-in model.
 
-    python benchmarks/bench_cli_dedup_threshold.py
+    python benchmarks/bench_cli_dedup_threshold.py [MODEL]    # default: classic
 
 For the photos of scikit-image's bundled data (originals and distractors, as in the
 embedder's near-duplicate benchmark): the cosine similarity between each photo and each
@@ -23,7 +23,7 @@ from fastretrieve import Embedder  # noqa: E402
 
 
 def main() -> None:
-    embedder = Embedder("classic")
+    embedder = Embedder(sys.argv[1] if len(sys.argv) > 1 else "classic")
     originals = list(query_photos().values())
     distinct = originals + distractor_photos()
     vectors = embedder.embed(distinct)
@@ -34,6 +34,7 @@ def main() -> None:
     print(f"{len(originals)} photos, {len(distinct)} distinct images in all")
     print(f"most similar distinct pairs (all images): {np.round(closest_pairs[:5], 4).tolist()}")
     print(f"most similar distinct pair among the photos: {originals_only.max():.4f}")
+    print(f"model: {embedder.model_path.name}")
     print(f"{'edit':<18}{'min':>8}{'median':>8}")
     for name, transform in TRANSFORMS.items():
         edited = embedder.embed([transform(image, seed) for seed, image in enumerate(originals)])

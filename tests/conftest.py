@@ -134,3 +134,19 @@ def assert_matches_oracle(queries, database, k, metric, distances, indices,
     pad = np.inf if metric == "l2" else -np.inf
     assert np.all(indices[:, n_valid:] == -1)
     assert np.all(distances[:, n_valid:] == pad)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """One model cache for the whole session (CLI subprocesses inherit it): the built-in
+    CNN's graph is built once, into a temporary folder, never into the user's cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get("FASTRETRIEVE_CACHE")
+    os.environ["FASTRETRIEVE_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("FASTRETRIEVE_CACHE", None)
+    else:
+        os.environ["FASTRETRIEVE_CACHE"] = previous

@@ -103,6 +103,23 @@ def near_duplicate_recall(embedder) -> tuple[dict[str, float], int, int]:
     return recall, len(originals), len(distractors)
 
 
+# The photos of the EfficientNet reference fixture (tests/reference/).
+REFERENCE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+
+
+def efficientnet_reference_uint8() -> np.ndarray:
+    """The reference photos as uint8 (n, 224, 224, 3): each box-filtered to 112 x 112 and
+    repeated 2 x 2 by NumPy, so that no resampling code differs between machines."""
+    small = [np.asarray(photo(name).resize((112, 112), Image.Resampling.BOX)) for name in REFERENCE_PHOTOS]
+    return np.stack([image.repeat(2, axis=0).repeat(2, axis=1) for image in small])
+
+
+def efficientnet_reference_inputs() -> np.ndarray:
+    """The reference photos as the model's float32 input (n, 3, 224, 224) in [-1, 1]."""
+    pixels = efficientnet_reference_uint8().astype(np.float32)
+    return ((pixels / 255.0 - 0.5) / 0.5).transpose(0, 3, 1, 2).astype(np.float32)
+
+
 def mean_colour_model(path, *, layout: str = "NCHW", batch="N", size=8, input_type: str = "float") -> None:
     """Write a tiny ONNX image model whose output is each image's mean channel values.
 

@@ -22,7 +22,7 @@ from embed_fixtures import mean_colour_model
 from fastretrieve import Index
 from fastretrieve.cli import contact_sheet
 
-COMMANDS = ("index", "search", "dedup", "info", "evaluate", "demo", "doctor", "bench")
+COMMANDS = ("index", "search", "dedup", "info", "evaluate", "fit-whitening", "demo", "doctor", "bench")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_index_skips_bad_files_and_reports_them(indexed):
 def test_the_model_record_is_inside_the_index_file_and_no_sidecar_is_written(indexed):
     _, index_path, _, _ = indexed
     record = Index.load(index_path).attributes["embedder"]
-    assert record["model"] == "classic" and len(record["fingerprint"]) == 64
+    assert record["model"] == "efficientnet-lite0" and len(record["fingerprint"]) == 64  # the default
     assert record["settings"]["preprocessing"]["image_size"]
     written = sorted(path.name for path in index_path.parent.iterdir()
                      if path.name.startswith(index_path.name))
@@ -94,9 +94,9 @@ def test_info_describes_the_index(indexed):
     _, index_path, _, _ = indexed
     _, details = run_json("info", index_path, "--format", "json")
     assert details["count"] == len(PHOTOS)
-    assert (details["dim"], details["metric"], details["dtype"]) == (576, "cosine", "float32")
-    assert details["model"] == "classic"
-    assert details["size_bytes"] == index_path.stat().st_size > len(PHOTOS) * 576 * 4
+    assert (details["dim"], details["metric"], details["dtype"]) == (1280, "cosine", "float32")
+    assert details["model"] == "efficientnet-lite0"
+    assert details["size_bytes"] == index_path.stat().st_size > len(PHOTOS) * 1280 * 4
     table = run_cli("info", index_path)
     assert table.returncode == 0 and "size on disk" in table.stdout
 
@@ -138,7 +138,7 @@ def test_search_refuses_another_model(indexed, tmp_path):
     query.write_bytes(edited(small_photo("coffee")))
     result = run_cli("search", index_path, query, "--model", other_model)
     assert result.returncode == 3
-    assert "was built with model 'classic'" in result.stderr and "cannot be compared" in result.stderr
+    assert "was built with model 'efficientnet-lite0'" in result.stderr and "cannot be compared" in result.stderr
 
 
 def test_a_copied_index_file_alone_searches_with_its_own_model(tmp_path):
@@ -291,9 +291,13 @@ def test_demo_runs_on_the_bundled_samples(tmp_path):
     result = run_cli("demo", "--output-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "is found first" in result.stdout
+    # The portrait that is not in the index finds the samples' portraits first (the
+    # astronaut, then the cameraman), not the photos whose colours it shares.
+    semantic = result.stdout.split("(not in the index: a portrait)")[1].splitlines()
+    assert [line.split()[-1].rsplit("/", 1)[-1] for line in semantic[2:4]] == ["astronaut.jpg", "camera.jpg"]
     assert f"contact sheet: {tmp_path / 'contact-sheet.png'}" in result.stdout
     with Image.open(tmp_path / "contact-sheet.png") as sheet:
-        assert sheet.format == "PNG"
+        assert sheet.format == "PNG" and sheet.height > sheet.width / 6  # two query rows
     assert len(Index.load(tmp_path / "samples.fri")) == 10
 
 

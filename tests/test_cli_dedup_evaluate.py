@@ -39,7 +39,7 @@ def _groups(document):
 
 def test_dedup_of_a_folder_finds_the_planted_duplicates_only(folder_with_duplicates):
     folder, expected = folder_with_duplicates
-    result, document = run_json("dedup", folder, "--format", "json")
+    result, document = run_json("dedup", folder, "--model", "classic", "--format", "json")
     assert result.returncode == 1  # the bad files were skipped, and said so on stderr
     assert result.stderr.count('"reason"') == 3
     assert document["threshold"] == 0.98  # the classic model's documented default
@@ -50,8 +50,8 @@ def test_dedup_of_a_folder_finds_the_planted_duplicates_only(folder_with_duplica
 def test_dedup_of_an_index_matches_the_folder(folder_with_duplicates, tmp_path):
     folder, expected = folder_with_duplicates
     index_path = tmp_path / "dedup.fri"
-    assert run_cli("index", folder, "-o", index_path).returncode == 1
-    result, document = run_json("dedup", index_path, "--format", "json")
+    assert run_cli("index", folder, "-o", index_path, "--model", "classic").returncode == 1
+    result, document = run_json("dedup", index_path, "--format", "json")  # the index's model
     assert result.returncode == 0
     assert _groups(document) == expected
     table = run_cli("dedup", index_path)
@@ -60,6 +60,20 @@ def test_dedup_of_an_index_matches_the_folder(folder_with_duplicates, tmp_path):
     assert "3 groups, 4 duplicates" in table.stderr
     strict = run_json("dedup", index_path, "--threshold", "1.01", "--format", "json")[1]
     assert strict["groups"] == []
+
+
+def test_dedup_with_the_default_cnn_uses_its_own_measured_threshold(folder_with_duplicates, tmp_path):
+    # The CNN's threshold (0.97) catches exact and lightly re-compressed copies; the
+    # classic model's stricter copy detection is what the tests above cover.
+    folder, _ = folder_with_duplicates
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    for name in ("astronaut.jpg", "astronaut-edited.jpg", "rocket.jpg", "rocket-copy.jpg", "coffee.jpg", "clock.jpg"):
+        shutil.copyfile(folder / name, subset / name)
+    result, document = run_json("dedup", subset, "--format", "json")
+    assert result.returncode == 0 and document["threshold"] == 0.97
+    assert _groups(document) == {frozenset({"astronaut.jpg", "astronaut-edited.jpg"}),
+                                 frozenset({"rocket.jpg", "rocket-copy.jpg"})}
 
 
 def test_dedup_needs_a_threshold_for_other_models(tmp_path):

@@ -2,7 +2,7 @@
 evaluate a model, and check the installation.
 
 One module per command (``indexing``, ``query``, ``dedup``, ``evaluation``, ``info``,
-``doctor``, ``bench``, ``demo``); each offers ``add_parser(subparsers, parent)`` and a
+``doctor``, ``bench``, ``demo``, ``whitening``); each offers ``add_parser(subparsers, parent)`` and a
 ``run(args)`` that returns the exit code. Shared pieces: ``image_index`` (an index file
 with its model record and file metadata), ``files`` (finding images, file state),
 ``progress``, ``output`` (table / JSON / CSV), ``contact_sheet``, ``errors``.
@@ -22,12 +22,12 @@ import traceback
 import warnings
 
 from .. import __version__
-from . import bench, dedup, demo, doctor, evaluation, indexing, info, query
+from . import bench, dedup, demo, doctor, evaluation, indexing, info, query, whitening
 from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CommandError, UsageError
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = (indexing, query, dedup, info, evaluation, demo, doctor, bench)
+COMMANDS = (indexing, query, dedup, info, evaluation, whitening, demo, doctor, bench)
 
 DESCRIPTION = """\
 Content-based image retrieval and exact vector search.
@@ -38,6 +38,7 @@ examples:
   fastretrieve search photos.fri query.jpg -k 10 --grid results.png
   fastretrieve dedup photos.fri
   fastretrieve evaluate labelled_photos/ -k 10
+  fastretrieve fit-whitening photos.fri              # learn from your photos, if it helps
 
 exit codes: 0 success, 1 some files skipped, 2 usage error, 3 failure, 130 interrupted.
 Run `fastretrieve COMMAND --help` for each command's options and examples.

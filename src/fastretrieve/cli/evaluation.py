@@ -11,7 +11,12 @@ relevant when it belongs to the query's class. Per query, with R relevant images
 - AP@k = sum over i <= k of precision@i * rel_i, divided by min(R, k); mAP@k is its mean.
 
 Each figure is averaged over the queries of a class (per class) and over all queries
-(overall). Classes with a single image have no relevant image and are left out.
+(overall). Classes with a single image have no relevant image and are left out as
+queries (they stay in the ranking: distractors).
+
+With ``--whitening`` the overall figures are also given after PCA whitening learned from
+the folder's own vectors, without their labels (what ``fastretrieve fit-whitening`` does
+with an index), as "before" and "after".
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import numpy as np
 from .. import Embedder, search
 from .errors import SkipReport, UsageError
 from .files import find_images
-from .indexing import add_embedder_arguments, embedder_options, positive_int
+from ..embed import DEFAULT_MODEL, Whitening
+from .indexing import MODEL_CHOICES, add_embedder_arguments, embedder_options, positive_int
 from .image_index import model_spec
 from .output import write_rows
 from .progress import ProgressBar
@@ -103,9 +109,11 @@ def add_parser(add_command) -> None:
         epilog=EXAMPLES + "\n" + __doc__.split("\n\n", 1)[1],
     )
     parser.add_argument("folder", metavar="DIR", help="one subfolder of images per class")
-    parser.add_argument("--model", default="classic", help="model to evaluate (default: classic)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"{MODEL_CHOICES} (default: {DEFAULT_MODEL})")
     parser.add_argument("-k", type=positive_int, default=10, help="cut-off of mAP@k and precision@k (default: 10)")
     parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--whitening", action="store_true",
+                        help="also report the figures after whitening learned from the folder's vectors")
     add_embedder_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -126,13 +134,26 @@ def run(args) -> int:
                 skips.add(result.source, result.error)
     if len(vectors) < 2:
         raise UsageError("fewer than two images could be read: nothing to evaluate")
-    depth = max(args.k, max(RECALL_AT))
-    _, neighbours = search(np.stack(vectors), depth, metric="cosine")
-    rows = summarise(kept_labels, retrieval_metrics(np.array(kept_labels), neighbours, args.k))
+    vectors = np.stack(vectors)
+    rows = _ranked_summary(vectors, kept_labels, args.k)
+    whitened = None
+    if args.whitening:
+        whitened = _ranked_summary(Whitening.fit(vectors).transform(vectors), kept_labels, args.k)[-1]
     if args.format == "json":
-        overall = rows[-1]
-        print(json.dumps({"model": args.model, "k": args.k, "images": len(vectors),
-                          "overall": overall, "classes": rows[:-1]}, indent=2))
+        document = {"model": args.model, "k": args.k, "images": len(vectors), "overall": rows[-1],
+                    "classes": rows[:-1]}
+        if whitened is not None:
+            document["whitening"] = {"before": rows[-1], "after": whitened}
+        print(json.dumps(document, indent=2))
     else:
         write_rows(rows, list(rows[0]), "table")
+        if whitened is not None:
+            print()
+            write_rows([{"vectors": "before", **rows[-1]}, {"vectors": "whitened", **whitened}],
+                       ["vectors", *rows[-1]], "table")
     return skips.exit_code()
+
+
+def _ranked_summary(vectors: np.ndarray, labels: list, k: int) -> list[dict]:
+    _, neighbours = search(vectors, max(k, max(RECALL_AT)), metric="cosine")
+    return summarise(labels, retrieval_metrics(np.array(labels), neighbours, k))

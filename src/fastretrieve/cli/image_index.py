@@ -4,7 +4,8 @@ the record of the model that filled it.
 Each vector's metadata describes its file: ``{"path", "size", "mtime_ns", "sha256"}``,
 which is what re-indexing compares to find new, changed and deleted files.
 
-The model record -- which model and preprocessing produced the vectors -- is the index
+The model record -- which model and preprocessing produced the vectors, and the
+whitening applied to them if any (``"whitening"``, see `whitening_of`) -- is the index
 attribute ``"embedder"`` (`Index.attributes`), so it is saved atomically with the
 vectors by the same `Index.save`, and copying the index file copies it too. It is set
 only when an index is created; an existing index is never switched to another model
@@ -17,6 +18,7 @@ import os
 from pathlib import Path
 
 from .. import Embedder, Index, __version__
+from ..embed import BUILTIN_MODEL_NAMES, Whitening
 from .errors import CommandError
 
 MODEL_ATTRIBUTE = "embedder"
@@ -24,9 +26,9 @@ RECORD_FORMAT = 1
 
 
 def model_spec(model: str) -> str:
-    """The model as recorded: "classic", a URL, or an absolute path (so that the index
-    can be queried from any working directory)."""
-    if model == "classic" or "://" in model:
+    """The model as recorded: a built-in name ("efficientnet-lite0", "classic", ...), a
+    URL, or an absolute path (so that the index can be queried from any working directory)."""
+    if model in BUILTIN_MODEL_NAMES or "://" in model:
         return model
     return os.path.abspath(os.path.expanduser(model))
 
@@ -85,6 +87,18 @@ def open_embedder(record: dict, index_path, model: str | None = None, **options)
             "with `fastretrieve index DIR -o NEW_INDEX --model ...`"
         )
     return embedder
+
+
+def whitening_of(record: dict, index_path) -> Whitening | None:
+    """The whitening recorded with the model (``fastretrieve fit-whitening``), or None.
+    Every vector entering the index, and every query, goes through it."""
+    stored = record.get("whitening")
+    if stored is None:
+        return None
+    try:
+        return Whitening.from_record(stored)
+    except ValueError as error:
+        raise CommandError(f"{index_path}: {error}") from None
 
 
 def entries_by_path(index: Index) -> dict[str, tuple[int, dict]]:

@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass, field
 
 from .. import Embedder, Index
 from ..quantize import STORAGE_DTYPES
+from ..embed import BUILTIN_MODEL_NAMES, DEFAULT_MODEL
 from .errors import EXIT_OK, EXIT_PARTIAL, SkipReport
 from .files import content_hash, file_state, find_images
-from .image_index import entries_by_path, load_index, model_spec, new_image_index, open_embedder
+from .image_index import entries_by_path, load_index, model_spec, new_image_index, open_embedder, whitening_of
 from .progress import ProgressBar
 
 DEFAULT_CHECKPOINT_SECONDS = 60.0
@@ -39,6 +40,7 @@ EXAMPLES = """\
 examples:
   fastretrieve index ~/Photos -o photos.fri --recursive
   fastretrieve index ~/Photos -o photos.fri -r          # again: embeds only new or changed files
+  fastretrieve index shots/ -o shots.fri --model classic   # fixed filters: fast, for copies
   fastretrieve index shots/ -o shots.fri --model my_cnn.onnx --device cuda
   fastretrieve index shots/ -o shots.fri --format json  # machine-readable summary
 
@@ -172,7 +174,8 @@ def update_index(
 ) -> IndexSummary:
     """Create or update the index at ``index_path`` from the images under ``roots``.
 
-    ``model`` defaults to the index's own model, or "classic" for a new index; an
+    ``model`` defaults to the index's own model, or the built-in CNN
+    (``fastretrieve.embed.DEFAULT_MODEL``) for a new index; an
     existing index is never switched to another model. ``errors_path`` (default
     ``INDEX.errors.jsonl``) receives the skipped files. ``embedder_options`` go to
     :class:`fastretrieve.Embedder` (batch_size, device, decode_threads, threads).
@@ -186,13 +189,14 @@ def update_index(
         if os.path.exists(index_path):
             index, record = load_index(index_path)
             embedder = open_embedder(record, index_path, model, **options)
+            whitening = whitening_of(record, index_path)
             known = entries_by_path(index)
         else:
             os.makedirs(os.path.dirname(os.path.abspath(index_path)), exist_ok=True)
-            spec = model_spec(model or "classic")
+            spec = model_spec(model or DEFAULT_MODEL)
             embedder = Embedder(spec, **options)
             index = new_image_index(spec, embedder, dtype)
-            known = {}
+            whitening, known = None, {}
         plan = plan_update(paths, known, skips)
         checkpoints = Checkpoints(index, index_path, checkpoint_seconds)
         if plan.stale_ids:
@@ -201,7 +205,7 @@ def update_index(
             refreshed_ids = [item_id for item_id, _ in plan.refreshed]
             index.add(index.get(refreshed_ids), ids=refreshed_ids,
                       metadata=[meta for _, meta in plan.refreshed])
-        embedded = _embed_into(index, embedder, plan.to_embed, skips, checkpoints, show_progress)
+        embedded = _embed_into(index, embedder, plan.to_embed, skips, checkpoints, show_progress, whitening)
         checkpoints.save()
         if not os.path.exists(index_path):  # an empty folder still gives a valid index
             index.save(index_path)
@@ -216,8 +220,9 @@ def update_index(
     )
 
 
-def _embed_into(index, embedder, states, skips, checkpoints, show_progress) -> int:
-    """Embed the files ``states`` describe and add them to ``index``; returns how many."""
+def _embed_into(index, embedder, states, skips, checkpoints, show_progress, whitening=None) -> int:
+    """Embed the files ``states`` describe and add them to ``index`` (whitened if the
+    index is); returns how many."""
     delay = float(os.environ.get(TEST_DELAY_VARIABLE, "0") or 0)
     vectors, metadata = [], []
     embedded = 0
@@ -231,7 +236,7 @@ def _embed_into(index, embedder, states, skips, checkpoints, show_progress) -> i
         batch, batch_metadata = vectors[:], metadata[:]
         vectors.clear()
         metadata.clear()
-        index.add(batch, metadata=batch_metadata)
+        index.add(whitening.transform(batch) if whitening else batch, metadata=batch_metadata)
         embedded += len(batch)
         if delay:
             time.sleep(delay)
@@ -272,9 +277,8 @@ def add_parser(add_command) -> None:
     )
     parser.add_argument("folders", nargs="+", metavar="DIR", help="folders (or single image files) to index")
     parser.add_argument("-o", "--output", required=True, metavar="INDEX", help="the index file to create or update")
-    parser.add_argument("--model", help="'classic' (built-in, the default for a new index), "
-                        "an .onnx path, a URL or hf://owner/repo/file.onnx; default for an existing "
-                        "index: its own model")
+    parser.add_argument("--model", help=f"{MODEL_CHOICES}; default for a new index: {DEFAULT_MODEL}, "
+                        "for an existing index: its own model")
     parser.add_argument("-r", "--recursive", action="store_true", help="include subfolders")
     add_embedder_arguments(parser)
     parser.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
@@ -308,6 +312,10 @@ def embedder_options(args) -> dict:
     if args.workers:
         options["decode_threads"] = args.workers
     return options
+
+
+MODEL_CHOICES = ("a built-in model (" + ", ".join(BUILTIN_MODEL_NAMES)
+                 + "), an .onnx path, a URL or hf://owner/repo/file.onnx")
 
 
 def positive_int(text: str) -> int:

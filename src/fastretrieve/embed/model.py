@@ -24,6 +24,7 @@ INTERPOLATIONS = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
 }
+FITS = ("crop", "pad", "stretch")
 INPUT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
@@ -35,15 +36,21 @@ class ModelError(ValueError):
 class Preprocessing:
     """How an image becomes the model's input tensor.
 
-    The image is resized (``interpolation``) so it covers ``image_size / crop_fraction``
-    -- for a square input, its shorter side becomes ``size / crop_fraction`` -- then the
-    central ``image_size`` is cropped (``crop_fraction=1`` keeps the whole shorter side).
+    ``fit`` says how the picture meets the input size. "crop" (torchvision's ImageNet
+    recipe): the image is resized (``interpolation``) so it covers ``image_size /
+    crop_fraction`` -- for a square input, its shorter side becomes ``size /
+    crop_fraction`` -- then the central ``image_size`` is cropped, so the sides of a
+    non-square picture are lost. "pad": the whole picture is resized to fit inside
+    ``image_size``, keeping its aspect ratio, and centred on a border of zeros (after
+    normalisation). "stretch": the whole picture is resized to exactly ``image_size``.
+    ``crop_fraction`` applies to "crop" only (it is 1.0 for the others).
     Pixels are multiplied by ``pixel_scale``, then ``(x - mean) / std`` per channel, in
     ``channel_order`` ("RGB" or "BGR"), laid out as ``layout`` ("NCHW" or "NHWC").
     """
 
     image_size: tuple[int, int]
     layout: str = "NCHW"
+    fit: str = "crop"
     crop_fraction: float = 0.875
     interpolation: str = "bilinear"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -58,6 +65,10 @@ class Preprocessing:
             raise ModelError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
         if self.channel_order not in ("RGB", "BGR"):
             raise ModelError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+        if self.fit not in FITS:
+            raise ModelError(f"fit must be one of {FITS}, got {self.fit!r}")
+        if self.fit != "crop":  # nothing is cropped: one canonical value for the fingerprint
+            object.__setattr__(self, "crop_fraction", 1.0)
         if not 0 < self.crop_fraction <= 1:
             raise ModelError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):

@@ -1,4 +1,5 @@
-"""Resize, centre-crop and normalise an RGB image into one model input (no batch axis)."""
+"""Resize (cropping, padding or stretching) and normalise an RGB image into one model input
+(no batch axis)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,19 @@ from .model import INTERPOLATIONS, Preprocessing
 
 
 def resize_target(width: int, height: int, settings: Preprocessing) -> tuple[int, int]:
-    """The (width, height) the image is resized to before the centre crop.
+    """The (width, height) the image is resized to (see ``Preprocessing.fit``).
 
-    The scale makes the image cover ``image_size / crop_fraction``; for a square input that
-    is the classic "shorter side to size / crop_fraction".
+    "crop": the scale makes the image cover ``image_size / crop_fraction``; for a square
+    input that is the classic "shorter side to size / crop_fraction". "pad": the largest
+    size that fits inside ``image_size`` with the image's aspect ratio. "stretch":
+    ``image_size`` itself.
     """
     out_height, out_width = settings.image_size
+    if settings.fit == "stretch":
+        return out_width, out_height
+    if settings.fit == "pad":
+        scale = min(out_height / height, out_width / width)
+        return min(out_width, max(1, round(width * scale))), min(out_height, max(1, round(height * scale)))
     scale = max(out_height / height, out_width / width) / settings.crop_fraction
     # Never round below the crop size, whatever the aspect ratio.
     return max(out_width, round(width * scale)), max(out_height, round(height * scale))
@@ -37,15 +45,21 @@ def preprocess(image: Image.Image, settings: Preprocessing) -> np.ndarray:
     # reducing_gap: Pillow first shrinks by an integer factor with a box filter (fast),
     # then resamples; the result is indistinguishable at these sizes.
     resized = image.resize(target, INTERPOLATIONS[settings.interpolation], reducing_gap=3.0)
-    left = (target[0] - out_width) // 2
-    top = (target[1] - out_height) // 2
-    cropped = resized.crop((left, top, left + out_width, top + out_height))
-    pixels = np.asarray(cropped, dtype=np.float32)
+    if settings.fit == "crop":
+        left = (target[0] - out_width) // 2
+        top = (target[1] - out_height) // 2
+        resized = resized.crop((left, top, left + out_width, top + out_height))
+    pixels = np.asarray(resized, dtype=np.float32)
     if settings.channel_order == "BGR":
         pixels = pixels[:, :, ::-1]
     mean = np.asarray(settings.mean, dtype=np.float32)
     std = np.asarray(settings.std, dtype=np.float32)
     pixels = (pixels * np.float32(settings.pixel_scale) - mean) / std
+    if pixels.shape[:2] != (out_height, out_width):  # "pad": centre it on a zero border
+        canvas = np.zeros((out_height, out_width, 3), np.float32)
+        top, left = (out_height - pixels.shape[0]) // 2, (out_width - pixels.shape[1]) // 2
+        canvas[top:top + pixels.shape[0], left:left + pixels.shape[1]] = pixels
+        pixels = canvas
     if settings.layout == "NCHW":
         pixels = pixels.transpose(2, 0, 1)
     return np.ascontiguousarray(pixels)
