@@ -40,7 +40,7 @@ class RemoveIds:
     """A write: remove ``ids`` (all of them, or none when one is unknown)."""
 
     def __init__(self, ids):
-        self.ids = list(ids)
+        self.ids = [int(i) for i in ids]
 
     def apply(self, index: Index) -> WalRecord:
         index.remove(np.asarray(self.ids, np.int64))
