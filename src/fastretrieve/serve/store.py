@@ -91,8 +91,9 @@ class ServedIndex:
         return 0 if self._wal is None else self._wal.current_size
 
     def start_compaction(self) -> int | None:
-        """In the writer thread, between batches: close the current segment if it holds
-        records. Returns the closed segment for `finish_compaction`, or None."""
+        """In the writer thread, between batches: close the current segment if the log
+        holds records (in it, or in older segments). Returns the closed segment for
+        `finish_compaction`, or None."""
         if self._wal is None or not self._wal.has_records():
             return None
         return self._wal.rotate()

@@ -172,8 +172,9 @@ class WriteAheadLog:
         self.unflushed = False
 
     def has_records(self) -> bool:
-        """Whether the current segment holds any record."""
-        return self.current_size > len(MAGIC)
+        """Whether any segment holds a record: the current one, or an older one (replayed
+        at start, or left by a compaction that did not finish)."""
+        return self.current_size > len(MAGIC) or len(self.segments()) > 1
 
     def rotate(self) -> int:
         """Close the current segment (flushed) and start the next; returns the sequence
