@@ -5,7 +5,9 @@ consistent with one serial order."""
 from __future__ import annotations
 
 import itertools
+import json
 import random
+import socket
 import threading
 import time
 
@@ -202,3 +204,32 @@ def test_64_concurrent_clients_see_one_serial_order(tmp_path):
     index = fr.Index.load(path)
     assert len(index) == count
     np.testing.assert_array_equal(index.get(shared_id), np.float32(final))
+
+
+def test_a_client_that_disconnects_withdraws_its_queued_search(tmp_path):
+    path, _ = vector_index(tmp_path / "v.fri", count=20, dim=DIM)
+    # A search waits up to 2 s for its batch to fill: long enough to leave while queued.
+    server = ServerProcess(path, "--max-wait-ms", "2000", "--max-batch", "64")
+    body = json.dumps({"vectors": [[0.5] * DIM], "k": 1}).encode()
+    host, port = server.url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port))) as connection:
+        connection.sendall(b"POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        with server.client() as client:
+            deadline = time.monotonic() + 30
+            while 'fastretrieve_queue_depth{queue="search"} 1' not in client.get("/metrics").text:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+    with server.client() as client:
+        deadline = time.monotonic() + 30
+        while 'fastretrieve_queue_depth{queue="search"} 0' not in client.get("/metrics").text:
+            assert time.monotonic() < deadline, "the search stayed queued"
+            time.sleep(0.02)
+        # The next batch holds the next request alone: the withdrawn one never runs.
+        assert client.post("/v1/search", content=body,
+                           headers={"content-type": "application/json"}).status_code == 200
+        metrics = client.get("/metrics").text
+    server.stop()
+    assert 'route="/v1/search",method="POST",status="499"' in metrics
+    assert 'fastretrieve_batch_size_sum{queue="search"} 1.0' in metrics
+    assert 'fastretrieve_batch_size_count{queue="search"} 1' in metrics

@@ -48,10 +48,11 @@ class BatchSettings:
 
 
 class _Entry:
-    __slots__ = ("item", "size", "future")
+    __slots__ = ("item", "size", "future", "taken")
 
     def __init__(self, item, size, future):
         self.item, self.size, self.future = item, size, future
+        self.taken = False
 
 
 class BatchQueue:
@@ -94,7 +95,11 @@ class BatchQueue:
         try:
             return await entry.future
         except asyncio.CancelledError:
-            entry.future.cancel()  # still queued: the worker will skip it
+            if not entry.taken:  # still queued: the worker will skip it
+                entry.future.cancel()
+                self._pending_size -= entry.size
+                entry.size = 0
+                self._metrics.set_queue_depth(self.name, self._pending_size)
             raise
 
     async def run_exclusive(self, function):
@@ -165,4 +170,5 @@ class BatchQueue:
 
     def _take(self) -> None:
         entry = self._entries.popleft()
+        entry.taken = True
         self._pending_size -= entry.size
