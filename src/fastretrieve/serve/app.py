@@ -26,6 +26,7 @@ from .. import __version__
 from .batching import QueueFull
 from .middleware import BodyLimit, RequestMetrics
 from .schemas import (
+    MAX_K,
     MAX_VECTORS,
     AddRequest,
     EmbedResponse,
@@ -199,6 +200,11 @@ def create_app(service: Service) -> FastAPI:
 
     # -- search ---------------------------------------------------------------------------
 
+    async def answer(distances, ids, with_metadata):
+        if with_metadata:  # reading metadata waits for a write in progress: not on the loop
+            return await asyncio.to_thread(neighbours, distances, ids, True)
+        return neighbours(distances, ids, False)
+
     def neighbours(distances, ids, with_metadata):
         results = []
         for row_distances, row_ids in zip(distances, ids):
@@ -219,12 +225,12 @@ def create_app(service: Service) -> FastAPI:
         """The k nearest items of each query vector (exact)."""
         queries = service.query_matrix(body.vectors)
         distances, ids = await guarded(request, service.search(queries, body.k))
-        return neighbours(distances, ids, body.with_metadata)
+        return await answer(distances, ids, body.with_metadata)
 
     @app.post("/v1/search/image", response_class=JSONResponse, tags=["search"],
               openapi_extra={"requestBody": IMAGE_BODY},
               responses={200: {"model": SearchResponse}, **_errors(409, 415), **READ_ERRORS})
-    async def search_images(request: Request, k: int = Query(10, ge=1, le=config.max_k),
+    async def search_images(request: Request, k: int = Query(10, ge=1, le=MAX_K),
                             with_metadata: bool = False):
         """The k nearest items of each image (embedded with the index's model)."""
         images, _ = await read_images(request)
@@ -234,7 +240,7 @@ def create_app(service: Service) -> FastAPI:
             return await service.search(vectors, k)
 
         distances, ids = await guarded(request, embed_then_search())
-        return neighbours(distances, ids, with_metadata)
+        return await answer(distances, ids, with_metadata)
 
     @app.post("/v1/embed", response_class=JSONResponse, tags=["embed"],
               openapi_extra={"requestBody": IMAGE_BODY},

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .batching import BatchSettings
@@ -55,10 +55,7 @@ class ServeConfig:
     request_timeout_s: float = 30.0
     compact_interval_s: float = 60.0
     compact_log_bytes: int = 256 << 20
-    max_k: int = 10_000
-    max_queries: int = 1024
     shutdown_timeout_s: float = 30.0
-    extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
         """Refuse configurations that must not start (ConfigError says why)."""

@@ -61,7 +61,6 @@ def serve(config: ServeConfig) -> int:
     server = uvicorn.Server(uvicorn.Config(
         create_app(service), log_level="warning", access_log=False,
         timeout_graceful_shutdown=config.shutdown_timeout_s,
-        loop="auto", http="auto",
     ))
     address = f"[{host}]" if family == socket.AF_INET6 else host
     print(f"listening on http://{address}:{port}", flush=True)

@@ -118,9 +118,8 @@ class Service:
         return matrix
 
     async def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest stored items of each query: (distances, ids), via the batch."""
-        if k > self.config.max_k:
-            raise RejectedInput(f"k must be at most {self.config.max_k}, got {k}")
+        """The k nearest stored items of each query: (distances, ids), via the batch
+        (k is checked by the request's schema: 1..MAX_K)."""
         return await self.search_queue.submit((queries, k), size=len(queries))
 
     async def embed(self, images: list[bytes]) -> np.ndarray:
