@@ -206,30 +206,40 @@ def test_64_concurrent_clients_see_one_serial_order(tmp_path):
     np.testing.assert_array_equal(index.get(shared_id), np.float32(final))
 
 
-def test_a_client_that_disconnects_withdraws_its_queued_search(tmp_path):
+def _wait_for_metric(server, line):
+    deadline = time.monotonic() + 30
+    with server.client() as client:
+        while line not in client.get("/metrics").text:
+            assert time.monotonic() < deadline, f"never saw {line}"
+            time.sleep(0.02)
+
+
+def test_full_queue_timeout_and_disconnect_withdraw_queued_work(tmp_path):
     path, _ = vector_index(tmp_path / "v.fri", count=20, dim=DIM)
-    # A search waits up to 2 s for its batch to fill: long enough to leave while queued.
-    server = ServerProcess(path, "--max-wait-ms", "2000", "--max-batch", "64")
-    body = json.dumps({"vectors": [[0.5] * DIM], "k": 1}).encode()
+    # A search waits up to 3 s for a batch of 2 rows; at most 2 rows may wait; 1 s timeout.
+    server = ServerProcess(path, "--max-wait-ms", "3000", "--max-batch", "2", "--max-queued", "2",
+                           "--timeout", "1")
+    one, two = ({"vectors": [[0.5] * DIM] * rows, "k": 1} for rows in (1, 2))
+    body = json.dumps(one).encode()
     host, port = server.url.rsplit("/", 1)[1].split(":")
     with socket.create_connection((host, int(port))) as connection:
         connection.sendall(b"POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        _wait_for_metric(server, 'fastretrieve_queue_depth{queue="search"} 1')
         with server.client() as client:
-            deadline = time.monotonic() + 30
-            while 'fastretrieve_queue_depth{queue="search"} 1' not in client.get("/metrics").text:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            full = client.post("/v1/search", json=two)  # 1 + 2 rows > 2
+        assert full.status_code == 503 and "full" in full.json()["detail"], full.text
+        assert int(full.headers["retry-after"]) >= 1
+    # The client left: its search is withdrawn at once.
+    _wait_for_metric(server, 'fastretrieve_queue_depth{queue="search"} 0')
     with server.client() as client:
-        deadline = time.monotonic() + 30
-        while 'fastretrieve_queue_depth{queue="search"} 0' not in client.get("/metrics").text:
-            assert time.monotonic() < deadline, "the search stayed queued"
-            time.sleep(0.02)
-        # The next batch holds the next request alone: the withdrawn one never runs.
-        assert client.post("/v1/search", content=body,
-                           headers={"content-type": "application/json"}).status_code == 200
+        late = client.post("/v1/search", json=one)  # waits for a second row that never comes
+        assert late.status_code == 503 and "longer than 1.0 s" in late.json()["detail"], late.text
+        assert "retry-after" in late.headers
+        # Two rows fill a batch at once: that batch holds them alone.
+        assert client.post("/v1/search", json=two).status_code == 200
         metrics = client.get("/metrics").text
     server.stop()
     assert 'route="/v1/search",method="POST",status="499"' in metrics
-    assert 'fastretrieve_batch_size_sum{queue="search"} 1.0' in metrics
+    assert 'fastretrieve_batch_size_sum{queue="search"} 2.0' in metrics
     assert 'fastretrieve_batch_size_count{queue="search"} 1' in metrics

@@ -38,6 +38,8 @@ def add_parser(add_command) -> None:
     parser.add_argument("--max-batch", type=int, help="most query vectors per batched search")
     parser.add_argument("--max-wait-ms", type=float, help="longest wait for a search batch to fill")
     parser.add_argument("--search-workers", type=int, help="batched searches at once (default 1)")
+    parser.add_argument("--max-queued", type=int,
+                        help="most query rows waiting to be searched; beyond, 503 (default 4096)")
     parser.add_argument("--max-body-mb", type=float, default=32.0)
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request seconds")
     parser.add_argument("--compact-interval", type=float, default=60.0,
@@ -64,6 +66,8 @@ def run(args) -> int:
         search = replace(search, max_wait_s=args.max_wait_ms / 1000)
     if args.search_workers is not None:
         search = replace(search, workers=args.search_workers)
+    if args.max_queued is not None:
+        search = replace(search, max_pending=args.max_queued)
     try:
         config = ServeConfig(
             Path(args.index), host=args.host, port=args.port, model=args.model,
