@@ -22,12 +22,12 @@ import traceback
 import warnings
 
 from .. import __version__
-from . import bench, dedup, demo, doctor, evaluation, indexing, info, query, whitening
+from . import bench, dedup, demo, doctor, evaluation, indexing, info, query, serve, whitening
 from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CommandError, UsageError
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = (indexing, query, dedup, info, evaluation, whitening, demo, doctor, bench)
+COMMANDS = (indexing, query, dedup, info, evaluation, whitening, demo, doctor, bench, serve)
 
 DESCRIPTION = """\
 Content-based image retrieval and exact vector search.
