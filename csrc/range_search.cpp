@@ -60,7 +60,8 @@ double exact_distance(const float* q, const float* x, std::size_t dim, Metric me
 // One search: the screen's thresholds and the state shared by its tasks.
 class RangeScan {
 public:
-    explicit RangeScan(const RangeRequest& r) : r_(r), kernels_(active_kernels()) {
+    explicit RangeScan(const RangeRequest& r)
+        : r_(r), kernels_(active_kernels()), score_row_(kernels_.score_row) {
         const double relative = relative_bound(r.dim);
         absolute_ = underflow_bound(r.dim);
         // l2: float32 scores above this are certainly outside (infinite: none are).
@@ -116,7 +117,7 @@ public:
             std::size_t found = 0;
             for (std::size_t i = 0; i < count; ++i) {
                 const std::size_t query = query_begin + i;
-                const float* s = scores.data() + i * kRowBlock;
+                float* s = scores.data() + i * kRowBlock;
                 const std::size_t before = hits[i].size();
                 const bool ok = r_.metric == Metric::L2
                                     ? screen_l2(query, s, start, n, hits[i])
@@ -189,14 +190,14 @@ private:
         }
     }
 
-    bool screen_l2(std::size_t query, const float* s, std::size_t start, std::size_t n,
+    bool screen_l2(std::size_t query, float* s, std::size_t start, std::size_t n,
                    std::vector<Hit>& out) {
-        float lowest = kInf;
+        // The table's cosine score_row with every factor -1 leaves the distances as they
+        // are ((0 - s) * -1 is exact) and returns, vectorised for the active ISA, their
+        // minimum and whether any is NaN or infinite.
         bool non_finite = false;
-        for (std::size_t j = 0; j < n; ++j) {
-            lowest = s[j] < lowest ? s[j] : lowest;
-            non_finite |= !(s[j] <= kMaxFloat);
-        }
+        const float lowest = score_row_[static_cast<int>(Metric::Cosine)](
+            s, 0.0f, minus_ones_.data(), n, &non_finite);
         if (!(lowest <= l2_limit_) && !non_finite) return true;  // the common case
         for (std::size_t j = 0; j < n; ++j) {
             const std::size_t row = start + j;
@@ -218,20 +219,18 @@ private:
         return margins_[query] == 0 ? absolute_ : margins_[query] * slack + absolute_;
     }
 
-    bool screen_similarity(std::size_t query, const float* s, const float* scale,
+    bool screen_similarity(std::size_t query, float* s, const float* scale,
                            const float* slack, float widest_slack, std::size_t start,
                            std::size_t n, std::vector<Hit>& out) {
-        float highest = -kInf;
-        bool nan = false;
-        for (std::size_t j = 0; j < n; ++j) {
-            const float v = s[j] * scale[j];
-            highest = v > highest ? v : highest;
-            nan |= v != v;
-        }
-        if (!nan && double(highest) + margin(query, widest_slack) < r_.radius) return true;
+        // s[j] becomes -(s[j] * scale[j]), smaller-is-better as in k-NN selection; the
+        // highest scaled similarity is minus the lowest score.
+        bool non_finite = false;
+        const float lowest = score_row_[static_cast<int>(Metric::Cosine)](s, 0.0f, scale, n,
+                                                                          &non_finite);
+        if (!non_finite && -double(lowest) + margin(query, widest_slack) < r_.radius) return true;
         for (std::size_t j = 0; j < n; ++j) {
             const std::size_t row = start + j;
-            if (double(s[j] * scale[j]) + margin(query, slack[j]) < r_.radius) continue;
+            if (-double(s[j]) + margin(query, slack[j]) < r_.radius) continue;
             if (!excluded(query, row)) keep_if_within(query, row, out);
         }
         return true;
@@ -239,6 +238,8 @@ private:
 
     const RangeRequest& r_;
     const KernelTable& kernels_;
+    const ScoreRowFn* score_row_;
+    const std::vector<float> minus_ones_ = std::vector<float>(kRowBlock, -1.0f);
     std::vector<float> unit_queries_;  // cosine: the queries scaled to unit norm
     std::vector<double> margins_;      // ip, cosine: per query, the bound's factor
     double absolute_ = 0;

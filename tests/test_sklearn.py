@@ -60,6 +60,16 @@ def test_every_check_passes_with_array_api_dispatch():
     assert "all passed" in done.stdout
 
 
+def test_the_library_does_not_import_scikit_learn():
+    script = ("import sys, numpy as np, fastretrieve as fr; x = np.eye(3, dtype=np.float32); "
+              "fr.search(x, 1); fr.range_search(x, 1.0); print(sorted("
+              "m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]"
+
+
 def data(seed=0, n_fit=150, n_queries=40, dim=7):
     rng = np.random.default_rng(seed)
     fit = rng.standard_normal((n_fit, dim)).astype(np.float32)
