@@ -3,7 +3,7 @@ algorithm="brute", "kd_tree" and "ball_tree", in one run.
 
 Each estimator is fitted once (tree builds are timed and reported apart); then the calls
 are interleaved -- fastretrieve, brute, kd_tree, ball_tree, again -- and each figure is the
-median of the repeats. Wrapper overhead is included on both sides (input validation, the
+median of the repeats (fast calls repeat for two seconds at least). Wrapper overhead is included on both sides (input validation, the
 float64 distances scikit-learn returns, graph and object-array construction). Both sides
 use every core (n_jobs=-1; scikit-learn's brute force uses its BLAS threads). The ratio
 column is the fastest scikit-learn algorithm's time over fastretrieve's. "agree" is the
@@ -53,6 +53,8 @@ QUICK_SHAPES = [
     ("radius_neighbors 20k x 32, 100 queries", "radius", 20_000, 32, 100),
 ]
 K = 10
+MIN_SECONDS = 2.0  # per engine and shape, for fast calls
+MAX_RUNS = 41
 TARGET_NEIGHBOURS = 20  # radius shapes: about this many neighbours per query
 
 
@@ -112,20 +114,31 @@ def run_shape(label, kind, rows, dim, n_queries, repeats, budget_seconds, tree_q
                                                           tree_queries)
         else:
             calls[name], scales[name] = call_for(kind, model, queries, radius), 1.0
+    # Rounds interleave the engines. Each engine repeats until it has `repeats` runs and
+    # MIN_SECONDS of them (so that fast calls get many runs and a robust median on a busy
+    # machine), or until it has spent `budget_seconds`; a first run under a second is a
+    # warm-up.
     times = {name: [] for name in models}
-    results = {}
     spent = {name: 0.0 for name in models}
-    for repeat in range(repeats + 1):  # the first round is a warm-up unless it is slow
+    results = {}
+
+    def wants_more(name):
+        enough = len(times[name]) >= repeats and spent[name] >= MIN_SECONDS
+        return not enough and spent[name] < budget_seconds and len(times[name]) < MAX_RUNS
+
+    first = True
+    while first or any(wants_more(name) for name in models):
         for name, call in calls.items():
-            if repeat > 0 and (spent[name] > budget_seconds or len(times[name]) >= repeats):
+            if not first and not wants_more(name):
                 continue
             seconds, result = timed(call)
-            spent[name] += seconds
-            if repeat == 0:
+            if first:
                 results[name] = result
                 if seconds < 1.0:
                     continue  # warm-up only
+            spent[name] += seconds
             times[name].append(seconds)
+        first = False
     medians = {name: statistics.median(values) * scales[name] for name, values in times.items()}
     reference = neighbour_sets(kind, results["brute"])
     agree = np.mean([a == b for a, b in zip(neighbour_sets(kind, results["fastretrieve"]),
