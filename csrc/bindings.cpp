@@ -13,6 +13,7 @@
 #include "dispatch.hpp"
 #include "knn.hpp"
 #include "parallel.hpp"
+#include "range_search.hpp"
 
 namespace py = pybind11;
 using fastretrieve::Metric;
@@ -134,6 +135,40 @@ py::array_t<float> sqnorms(const py::array& rows, std::size_t threads) {
     return out;
 }
 
+// A vector handed to NumPy without a copy: the array owns it through a capsule.
+template <class T>
+py::array_t<T> owned_array(std::vector<T>&& values) {
+    auto* owned = new std::vector<T>(std::move(values));
+    py::capsule release(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+    return py::array_t<T>(owned->size(), owned->data(), release);
+}
+
+// (lims, distances, indices), or None when more than max_results neighbours were found.
+py::object range_search(const py::array& queries, const py::array& database, double radius,
+                        const std::string& metric, std::size_t threads, bool exclude_self,
+                        std::size_t max_results) {
+    require_matrix(queries, "queries");
+    require_matrix(database, "database");
+    if (queries.shape(1) != database.shape(1))
+        throw std::invalid_argument("queries and database differ in dimension");
+    if (exclude_self && queries.shape(0) != database.shape(0))
+        throw std::invalid_argument("exclude_self needs the queries to be the database");
+    const fastretrieve::RangeRequest request{
+        static_cast<const float*>(queries.data()), static_cast<std::size_t>(queries.shape(0)),
+        static_cast<const float*>(database.data()), static_cast<std::size_t>(database.shape(0)),
+        static_cast<std::size_t>(queries.shape(1)), radius, parse_metric(metric), threads,
+        exclude_self, max_results};
+    fastretrieve::RangeResult result;
+    {
+        py::gil_scoped_release release;
+        result = fastretrieve::range_search(request);
+    }
+    if (result.over_limit) return py::none();
+    return py::make_tuple(owned_array(std::move(result.lims)),
+                          owned_array(std::move(result.distances)),
+                          owned_array(std::move(result.indices)));
+}
+
 py::dict cpu_features() {
     const fastretrieve::CpuFeatures& f = fastretrieve::cpu_features();
     py::dict d;
@@ -162,6 +197,11 @@ PYBIND11_MODULE(_core, m) {
           py::arg("threads"), "Full (len(a), len(b)) float32 distance/similarity matrix.");
     m.def("sqnorms", &sqnorms, py::arg("rows"), py::arg("threads"),
           "Squared L2 norm of each row, float32.");
+    m.def("range_search", &range_search, py::arg("queries"), py::arg("database"),
+          py::arg("radius"), py::arg("metric"), py::arg("threads"), py::arg("exclude_self"),
+          py::arg("max_results"),
+          "Exact range search over float32 rows: (lims int64 (n + 1,), distances float32,\n"
+          "indices int64), best first per query; None beyond max_results neighbours.");
     m.def("cpu_features", &cpu_features, "CPU features detected at run time.");
     m.def("supported_levels", &fastretrieve::supported_levels,
           "SIMD levels this CPU can run, slowest first.");

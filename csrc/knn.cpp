@@ -12,6 +12,7 @@
 #include "bf16_screen.hpp"
 #include "screen_bound.hpp"
 #include "dispatch.hpp"
+#include "exact_distance.hpp"
 #include "kernels/decode_scalar.hpp"
 #include "parallel.hpp"
 #include "topk.hpp"
@@ -185,45 +186,11 @@ ScanQueries scan_queries(const KnnRequest& r) {
     return scan;
 }
 
-// Four partial sums per quantity: the compiler may not reassociate float64 adds, and one
-// running sum would chain every add, which made rescoring a large k slower than the scan.
-// One loop per metric, so that ip and l2 do not also sum the squares cosine needs (the
-// bfloat16 screen rescores every candidate it keeps: 11% of a 1000-query search of 20k
-// rows went here while the loop summed all three).
-template <Metric M>
-double exact_distance_for(const float* q, const float* x, std::size_t dim) {
-    constexpr std::size_t kLanes = 4;
-    double acc[kLanes] = {}, qq[kLanes] = {}, xx[kLanes] = {};
-    const auto add = [&](std::size_t lane, std::size_t t) {
-        const double a = q[t], b = x[t];
-        if constexpr (M == Metric::L2) {
-            acc[lane] += (a - b) * (a - b);
-        } else {
-            acc[lane] += a * b;
-            if constexpr (M == Metric::Cosine) {
-                qq[lane] += a * a;
-                xx[lane] += b * b;
-            }
-        }
-    };
-    std::size_t t = 0;
-    for (; t + kLanes <= dim; t += kLanes)
-        for (std::size_t lane = 0; lane < kLanes; ++lane) add(lane, t + lane);
-    for (std::size_t lane = 0; t < dim; ++t, ++lane) add(lane, t);
-    const auto total = [](const double* v) { return (v[0] + v[1]) + (v[2] + v[3]); };
-    if constexpr (M != Metric::Cosine) {
-        return total(acc);
-    } else {
-        const double q_sq = total(qq), x_sq = total(xx);
-        return (q_sq > 0 && x_sq > 0) ? total(acc) / (std::sqrt(q_sq) * std::sqrt(x_sq)) : 0.0;
-    }
-}
-
 double exact_distance(const float* q, const float* x, std::size_t dim, Metric metric) {
     switch (metric) {
-        case Metric::L2: return exact_distance_for<Metric::L2>(q, x, dim);
-        case Metric::IP: return exact_distance_for<Metric::IP>(q, x, dim);
-        default: return exact_distance_for<Metric::Cosine>(q, x, dim);
+        case Metric::L2: return exact_score<Metric::L2>(q, x, dim);
+        case Metric::IP: return exact_score<Metric::IP>(q, x, dim);
+        default: return exact_score<Metric::Cosine>(q, x, dim);
     }
 }
 

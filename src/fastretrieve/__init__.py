@@ -4,6 +4,7 @@ Public names:
 
 - :func:`search` -- exact k-nearest neighbours (C++ SIMD kernel, Numba or NumPy fallback).
 - :func:`distances` -- the full distance / similarity matrix between two sets of vectors.
+- :func:`range_search` -- every neighbour within a radius, as FAISS returns it.
 - :class:`Index` -- vectors with ids and metadata, low-precision storage, persistence.
 - :class:`Embedder` -- ONNX Runtime image embeddings (built-in offline model "classic").
 - :func:`capabilities` -- which backend, SIMD level, CPU features and providers are in use.
@@ -12,6 +13,7 @@ Public names:
 from importlib import import_module as _import_module
 
 from ._backend import capabilities
+from .range_search import range_search
 from .search import distances, search
 
 __version__ = "0.1.0"
@@ -23,6 +25,7 @@ __all__ = [
     "__version__",
     "capabilities",
     "distances",
+    "range_search",
     "search",
 ]
 
