@@ -35,6 +35,8 @@ def assert_exact_topk(distances, found_ids, queries, stored_ids, stored_vectors,
         ids, dists = found_ids[query], distances[query].astype(np.float64)
         assert (ids[:expected_found] >= 0).all() and (ids[expected_found:] == -1).all()
         assert (dists[expected_found:] == (np.inf if metric == "l2" else -np.inf)).all()
+        missing = [int(i) for i in ids[:expected_found] if int(i) not in row_of]
+        assert not missing, f"ids {missing} are not stored in this state"
         rows = np.array([row_of[int(i)] for i in ids[:expected_found]], np.int64)
         assert len(set(rows.tolist())) == len(rows)
         true = scores[query, rows]
