@@ -1,4 +1,4 @@
-"""fastretrieve on a Ray cluster: search shard indexes exactly.
+"""fastretrieve on a Ray cluster: embed files into shard indexes, search them exactly.
 
 Install with ``pip install "fastretrieve[ray]"``. Ray is imported only inside this
 package (and only when a name that needs it is first used); the rest of fastretrieve
@@ -8,6 +8,9 @@ never imports it.
   identical to one `Index` holding the union; never a silently partial answer
   (:class:`PartialSearchResult` only when asked for, :class:`ShardUnavailableError`
   otherwise).
+- :func:`embed_to_shards` -- a Ray Data pipeline: decode in CPU tasks, embed in a pool
+  of `Embedder` actors, write shard files and a manifest; resumable, exactly once
+  (:class:`ShardingSummary`).
 - :func:`manifest_from_shards`, :func:`write_manifest`, :func:`read_manifest`,
   :func:`is_manifest` -- the manifest that ties shard files together
   (:class:`Manifest`, :class:`ShardEntry`, :class:`ManifestError`).
@@ -20,10 +23,13 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "PartialSearchResult",
+    "PlanMismatchError",
     "ShardEntry",
     "ShardUnavailableError",
     "ShardedIndex",
+    "ShardingSummary",
     "connect",
+    "embed_to_shards",
     "is_manifest",
     "manifest_from_shards",
     "read_manifest",
@@ -38,6 +44,7 @@ _LAZY = {
     "read_manifest": ".manifest", "write_manifest": ".manifest",
     "PartialSearchResult": ".sharded_index", "ShardUnavailableError": ".sharded_index",
     "ShardedIndex": ".sharded_index",
+    "PlanMismatchError": ".pipeline", "ShardingSummary": ".pipeline", "embed_to_shards": ".pipeline",
     "connect": ".cluster",
 }
 

@@ -129,7 +129,7 @@ class ShardedIndex:
     """
 
     def __init__(self, manifest, *, address=None, actors=None, threads=1, num_cpus=1.0,
-                 max_restarts=3, batch_size=DEFAULT_BATCH, timeout=None, open_timeout=300.0):
+                 max_restarts=3, batch_size=DEFAULT_BATCH, timeout=None, open_timeout=120.0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.manifest_path = os.fspath(manifest)
