@@ -1,6 +1,9 @@
-"""Shared fixtures: every kernel path this machine can run, and the float64 oracle."""
+"""Shared fixtures: every kernel path this machine can run, the float64 oracle, and a
+local Ray cluster for the distributed tests."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -150,3 +153,18 @@ def model_cache(tmp_path_factory):
         os.environ.pop("FASTRETRIEVE_CACHE", None)
     else:
         os.environ["FASTRETRIEVE_CACHE"] = previous
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """The ``ray`` module, connected to a local cluster of 2 CPUs on the loopback
+    interface (no dashboard, no usage statistics), for the fastretrieve.distributed tests.
+    Started per test module and shut down after it, so that Ray's processes do not run
+    beside the rest of the suite."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # nothing in the tests may reach the network
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

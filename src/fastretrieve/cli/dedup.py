@@ -38,6 +38,8 @@ import numpy as np
 
 from .. import Embedder, search
 from ..embed import DEFAULT_MODEL
+from ..distributed import is_manifest
+from .distributed import vectors_of_manifest
 from .errors import SkipReport, UsageError
 from .files import find_images
 from .image_index import load_index, model_spec
@@ -110,6 +112,8 @@ def _vectors_of_folder(args, skips):
 
 
 def _vectors_of_index(args):
+    if is_manifest(args.source[0]):
+        return vectors_of_manifest(args.source[0])
     index, record = load_index(args.source[0])
     ids = index.ids
     paths = [meta["path"] for meta in index.get_metadata(ids.tolist())]

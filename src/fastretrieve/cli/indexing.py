@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from .. import Embedder, Index
 from ..quantize import STORAGE_DTYPES
 from ..embed import BUILTIN_MODEL_NAMES, DEFAULT_MODEL
+from . import distributed
 from .errors import EXIT_OK, EXIT_PARTIAL, SkipReport
 from .files import content_hash, file_state, find_images
 from .image_index import entries_by_path, load_index, model_spec, new_image_index, open_embedder, whitening_of
@@ -273,7 +274,7 @@ def add_parser(add_command) -> None:
         "index", help="embed the images of a folder into an index",
         description="Embed the images of one or more folders into an index file. Re-running "
         "embeds only new or changed files and drops deleted ones.",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES + "\n" + distributed.EXAMPLES,
     )
     parser.add_argument("folders", nargs="+", metavar="DIR", help="folders (or single image files) to index")
     parser.add_argument("-o", "--output", required=True, metavar="INDEX", help="the index file to create or update")
@@ -290,6 +291,7 @@ def add_parser(add_command) -> None:
                         "(default: INDEX.errors.jsonl)")
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="summary as a line of text or a JSON object (default: text)")
+    distributed.add_index_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -328,6 +330,8 @@ def positive_int(text: str) -> int:
 
 def run(args) -> int:
     """Run ``fastretrieve index``."""
+    if args.ray is not None:
+        return distributed.run_index(args, embedder_options(args))
     summary = update_index(
         args.folders, args.output, model=args.model, recursive=args.recursive,
         dtype=args.dtype, checkpoint_seconds=args.checkpoint_every, errors_path=args.errors,

@@ -8,8 +8,9 @@ import sys
 import numpy as np
 
 from .contact_sheet import DEFAULT_THUMB, write_contact_sheet
+from .distributed import open_index
 from .errors import EXIT_FAILURE, SkipReport
-from .image_index import load_index, open_embedder, paths_of, whitening_of
+from .image_index import open_embedder, paths_of, whitening_of
 from .indexing import add_embedder_arguments, embedder_options, positive_int
 from .output import FORMATS, write_rows
 
@@ -91,7 +92,7 @@ def add_parser(add_command) -> None:
 
 def run(args) -> int:
     """Run ``fastretrieve search``."""
-    index, record = load_index(args.index)
+    index, record = open_index(args.index)
     embedder = open_embedder(record, args.index, args.model, **embedder_options(args))
     skips = SkipReport(None)
     answers = search_images(index, embedder, args.images, args.k, skips, whitening_of(record, args.index))
