@@ -42,4 +42,13 @@ double exact_score(const float* q, const float* x, std::size_t dim) {
     }
 }
 
+// exact_score for a metric chosen at run time.
+inline double exact_distance(const float* q, const float* x, std::size_t dim, Metric metric) {
+    switch (metric) {
+        case Metric::L2: return exact_score<Metric::L2>(q, x, dim);
+        case Metric::IP: return exact_score<Metric::IP>(q, x, dim);
+        default: return exact_score<Metric::Cosine>(q, x, dim);
+    }
+}
+
 }  // namespace fastretrieve

@@ -186,14 +186,6 @@ ScanQueries scan_queries(const KnnRequest& r) {
     return scan;
 }
 
-double exact_distance(const float* q, const float* x, std::size_t dim, Metric metric) {
-    switch (metric) {
-        case Metric::L2: return exact_score<Metric::L2>(q, x, dim);
-        case Metric::IP: return exact_score<Metric::IP>(q, x, dim);
-        default: return exact_score<Metric::Cosine>(q, x, dim);
-    }
-}
-
 // Candidates are scattered rows of a database that rarely fits in cache: asking for a row
 // this many candidates ahead overlaps its memory latency with the rescoring of others.
 constexpr std::size_t kRescorePrefetchDistance = 8;

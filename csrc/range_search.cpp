@@ -49,14 +49,6 @@ bool row_is_finite(const float* row, std::size_t dim) {
     return true;
 }
 
-double exact_distance(const float* q, const float* x, std::size_t dim, Metric metric) {
-    switch (metric) {
-        case Metric::L2: return exact_score<Metric::L2>(q, x, dim);
-        case Metric::IP: return exact_score<Metric::IP>(q, x, dim);
-        default: return exact_score<Metric::Cosine>(q, x, dim);
-    }
-}
-
 // One search: the screen's thresholds and the state shared by its tasks.
 class RangeScan {
 public:
