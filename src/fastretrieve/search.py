@@ -120,19 +120,12 @@ def knn(queries, database, k, metric, threads, *, database_sqnorms=None, exclude
     (d,) arrays, the row being ``low + (code + 128) * step``), as `quantize` stores them.
     ``database_sqnorms``: float32 (N,) cache of squared norms of the decoded rows, so that
     an index does not recompute them per search; required unless ``storage="float32"``.
-    Results are exact with respect to the decoded rows. Only backends with
-    ``STORED_ROWS`` (the C++ one) take low-precision storage; others get decoded rows from
-    their caller. Returns (distances, indices) padded to k.
+    Results are exact with respect to the decoded rows on every backend (the C++ kernels
+    read the stored rows; the Python ones decode a bounded block at a time). Returns
+    (distances, indices) padded to k.
     """
-    backend = active_backend()
-    if storage == "float32":
-        return backend.knn(queries, database, k, metric, threads, database_sqnorms, exclude_self)
-    if not getattr(backend, "STORED_ROWS", False):
-        raise ValueError(f"the {backend.NAME} backend searches float32 rows only, not {storage}")
-    return backend.knn(
-        queries, database, k, metric, threads, database_sqnorms, exclude_self,
-        storage=storage, quantiser=quantiser,
-    )
+    return active_backend().knn(queries, database, k, metric, threads, database_sqnorms,
+                                exclude_self, storage=storage, quantiser=quantiser)
 
 
 def check_metric(metric):
