@@ -5,14 +5,17 @@ concurrent Numba searches from several Python threads.
 
 Each figure is the median of ``--repeat`` runs after one warm-up. The concurrency table
 times one search alone, then the same search started at once by 4 Python threads (each
-with threads=1, and each with the default thread count): "4 at once / 1 alone" is 1.0 for
-perfect overlap and 4.0 for searches that run one after another.
+with threads=1, and each with the default thread count), without the lock (a thread-safe
+threading layer) and with searches taking turns (as under the workqueue layer):
+"4 at once / 1 alone" is 1.0 for perfect overlap and 4.0 for searches that run one after
+another; "cores busy" is the process's CPU time over the wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import threading
+import time
 
 import numpy as np
 
@@ -57,7 +60,10 @@ def search_times(backends, repeat):
 
 
 def concurrent_seconds(call, n_threads, repeat):
-    def once():
+    """Median wall time of ``n_threads`` Python threads each making ``call`` at once, and
+    the process's CPU time over that wall time (cores kept busy) in the median run."""
+    runs = []
+    for _ in range(repeat + 1):  # the first is a warm-up
         barrier = threading.Barrier(n_threads)
 
         def worker():
@@ -65,28 +71,39 @@ def concurrent_seconds(call, n_threads, repeat):
             call()
 
         workers = [threading.Thread(target=worker) for _ in range(n_threads)]
+        cpu, wall = time.process_time(), time.perf_counter()
         for worker_thread in workers:
             worker_thread.start()
         for worker_thread in workers:
             worker_thread.join()
-
-    return median_seconds(once, repeat)
+        wall = time.perf_counter() - wall
+        runs.append((wall, (time.process_time() - cpu) / wall))
+    return sorted(runs[1:])[len(runs[1:]) // 2]
 
 
 def concurrency(repeat):
     _backend._active = _numba
     queries, database = data(200_000, 128, 16, 0.0)
-    print(f"\nNumba threading layer: {_numba.describe()}")
-    print("| search (200k x 128 l2, 16 queries) | 1 alone | 4 at once | 4 at once / 1 alone |")
-    print("|---|---|---|---|")
-    for threads, label in ((1, "threads=1"), (None, "default threads")):
-        def call():
-            return fr.search(queries, 10, database=database, threads=threads)
+    fr.search(queries, 10, database=database)  # the first launch settles the layer
+    print(f"\nNumba threading layer: {_numba.describe()['numba_threading_layer']}")
+    print("| 200k x 128 l2, 16 queries | 1 alone | 4 at once | 4 at once / 1 alone "
+          "| cores busy, 1 / 4 |")
+    print("|---|---|---|---|---|")
+    thread_safe_layers = _numba._THREADSAFE_LAYERS
+    for threads in (1, None):
+        for locked in (False, True):
+            # locked: searches take turns, as they must under the workqueue layer.
+            _numba._THREADSAFE_LAYERS = () if locked else thread_safe_layers
 
-        alone = median_seconds(call, repeat)
-        together = concurrent_seconds(call, 4, repeat)
-        print(f"| {label} | {alone * 1e3:.1f} ms | {together * 1e3:.1f} ms | "
-              f"{together / alone:.2f} |")
+            def call():
+                return fr.search(queries, 10, database=database, threads=threads)
+
+            alone, alone_busy = concurrent_seconds(call, 1, repeat)
+            together, together_busy = concurrent_seconds(call, 4, repeat)
+            label = f"threads={threads or 'default'}, {'one at a time' if locked else 'no lock'}"
+            print(f"| {label} | {alone * 1e3:.1f} ms | {together * 1e3:.1f} ms | "
+                  f"{together / alone:.2f} | {alone_busy:.2f} / {together_busy:.2f} |")
+    _numba._THREADSAFE_LAYERS = thread_safe_layers
 
 
 def main():

@@ -83,7 +83,8 @@ def _threadsafe_layer():
     return _layer in _THREADSAFE_LAYERS
 
 
-@njit(types.void(_INPUT_MATRIX, types.float32[::1]), parallel=True, cache=True, fastmath=_FAST)
+@njit(types.void(_INPUT_MATRIX, types.float32[::1]), parallel=True, nogil=True, cache=True,
+      fastmath=_FAST)
 def _sqnorms_kernel(rows, out):
     for j in prange(rows.shape[0]):
         acc = np.float32(0.0)
@@ -248,7 +249,7 @@ def _scan_chunks(screened, queries64, query_norms, centre, rows, first_row, firs
 
 
 @njit(types.void(_INPUT_MATRIX, _INPUT_MATRIX, types.int64, types.float32[:, ::1]), parallel=True,
-      cache=True, fastmath=_FAST)
+      nogil=True, cache=True, fastmath=_FAST)
 def _pairwise_kernel(a, b, metric, out):
     for i in prange(a.shape[0]):
         for j in range(b.shape[0]):
