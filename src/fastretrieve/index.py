@@ -297,7 +297,7 @@ class Index:
         first, with the metric's conventions of :func:`fastretrieve.search` (equal
         distances: the row stored first wins). Missing neighbours (k > len(index)) are
         padded with id -1 and distance +inf (l2) or -inf (ip, cosine). A 1-D query
-        gives 1-D results.
+        gives 1-D results. ``threads`` as in :func:`fastretrieve.search`.
         """
         k = check_k(k)
         threads = check_threads(threads)
