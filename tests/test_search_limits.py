@@ -56,3 +56,11 @@ def test_thread_counts_outside_the_bound_are_refused(threads):
         fr.search(vectors, 1, threads=threads)
     with pytest.raises(ValueError, match="threads must be between 1 and 65536"):
         fr.Index(2).search(vectors, 1, threads=threads)
+
+
+@pytest.mark.skipif(_core is None, reason="extension not built")
+def test_private_knn_refuses_zero_queries():
+    # A division by zero (SIGFPE, the interpreter killed) before the check existed.
+    database = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="queries is empty"):
+        _core.knn(np.empty((0, 3), np.float32), database, 2, "l2", 1)
