@@ -8,18 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import _core, _cpp, _numba
 
 import fastretrieve as fr
 from fastretrieve import _backend
-
-try:
-    from fastretrieve import _core, _cpp
-except ImportError:
-    _core = _cpp = None
-try:
-    from fastretrieve import _numba
-except ImportError:
-    _numba = None
 
 THREADED_BACKENDS = [
     pytest.param(_cpp, id="cpp", marks=[] if _cpp else pytest.mark.skip(reason="no extension")),

@@ -10,16 +10,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import assert_matches_oracle
+from conftest import _numba, assert_matches_oracle
 from test_search_far_from_origin import far_data
 
 import fastretrieve as fr
 from fastretrieve import _backend, _numpy
-
-try:
-    from fastretrieve import _numba
-except ImportError:
-    _numba = None
 
 PYTHON_BACKENDS = [
     pytest.param(_numba, id="numba",
