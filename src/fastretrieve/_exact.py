@@ -4,11 +4,12 @@ Both Python backends select neighbours in two steps:
 
 1. A float32 **screen** ranks every row by a fast score (l2: |x'|^2 - 2<q',x'> on rows
    and queries centred on the queries' mean; ip: -<q, x'>; cosine: -<q/|q|, x>/|x|).
-   For each (query, row) the screen's rounding error has a proven bound ``E`` (below).
-   Each query keeps the k smallest *upper* bounds ``s + E`` seen so far; their largest,
-   ``U``, is at least the exact k-th best key. A row whose *lower* bound ``s - E``
-   exceeds ``U`` cannot be among the k best and is skipped; every other row is a
-   candidate.
+   For each (query, row) the screen's rounding error has a proven bound ``E`` (below):
+   the exact value of the screened expression lies in [s - E, s + E], and it ranks rows
+   as the metric does (up to a per-query constant). Each query keeps the k smallest
+   *upper* bounds ``s + E`` seen so far; their largest, ``U``, is at least the k-th
+   smallest exact value. A row whose *lower* bound ``s - E`` exceeds ``U`` cannot be
+   among the k best and is skipped; every other row is a candidate.
 2. Every candidate is **rescored exactly** in float64 from the rows and queries
    themselves (l2 as the sum of squared differences, never the expanded form), and the
    k best by (exact key, index) are kept: ties by the lower index.
