@@ -16,6 +16,7 @@ not be optimised away.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.metadata
 import sys
@@ -265,20 +266,18 @@ def _pairwise_kernel(a, b, metric, out):
 
 
 def _run_parallel(threads, kernel, *args):
-    threads = min(threads or default_threads(), default_threads(), numba.config.NUMBA_NUM_THREADS)
-    if _threadsafe_layer():
-        numba.set_num_threads(threads)  # a per-thread setting in Numba: no lock needed
-        kernel(*args)
-        return
     global _layer
-    with _parallel_lock:
+    threads = min(threads or default_threads(), default_threads(), numba.config.NUMBA_NUM_THREADS)
+    # Numba's thread count is a per-thread setting: restored for the caller's own kernels.
+    with contextlib.nullcontext() if _threadsafe_layer() else _parallel_lock:
         previous = numba.get_num_threads()
         numba.set_num_threads(threads)
         try:
             kernel(*args)
         finally:
             numba.set_num_threads(previous)
-        _layer = numba.threading_layer()
+        if _layer is None:  # only ever under the lock
+            _layer = numba.threading_layer()
 
 
 def sqnorms(x, threads=0):
