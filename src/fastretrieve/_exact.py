@@ -147,6 +147,7 @@ def finish(keys, indices, k, metric):
     found = np.isfinite(keys) & (indices >= 0)
     values = keys if ASCENDING[metric] else -keys
     width = keys.shape[1]
-    out_d[:, :width] = np.where(found, values, PAD_DISTANCE[metric]).astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range the rounding is infinity
+        out_d[:, :width] = np.where(found, values, PAD_DISTANCE[metric]).astype(np.float32)
     out_i[:, :width] = np.where(found, indices, -1)
     return out_d, out_i
