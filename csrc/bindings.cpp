@@ -77,6 +77,7 @@ py::tuple knn(const py::array& queries, const py::array& database, std::size_t k
     if (queries.shape(1) != database.shape(1))
         throw std::invalid_argument("queries and database differ in dimension");
     if (database.shape(0) == 0) throw std::invalid_argument("database is empty");
+    if (queries.shape(0) == 0) throw std::invalid_argument("queries is empty");
     if (k == 0) throw std::invalid_argument("k must be >= 1");
     if (exclude_self && (storage != Storage::F32 || queries.shape(0) != database.shape(0)))
         throw std::invalid_argument("exclude_self needs the queries to be the (float32) database");

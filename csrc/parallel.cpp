@@ -1,5 +1,6 @@
 #include "parallel.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <exception>
@@ -19,6 +20,9 @@ class ThreadPool {
 public:
     void run(std::size_t n_tasks, std::size_t threads,
              const std::function<void(std::size_t)>& task) {
+        // More threads than cores only time-share them, and workers are kept for the
+        // life of the process: the pool never grows beyond the cores available.
+        threads = std::min(threads, default_thread_count());
         std::unique_lock<std::mutex> exclusive(run_mutex_, std::try_to_lock);
         if (!exclusive || threads <= 1 || n_tasks <= 1) {
             for (std::size_t i = 0; i < n_tasks; ++i) task(i);

@@ -11,7 +11,8 @@ namespace fastretrieve {
 std::size_t default_thread_count();
 
 // Runs task(i) for every i in [0, n_tasks) on up to `threads` threads, the calling thread
-// included, and returns when all are done. The first exception thrown by a task stops
+// included, and never more threads than default_thread_count() (the tasks are the same,
+// fewer threads run them), and returns when all are done. The first exception thrown by a task stops
 // the hand-out of further tasks and is rethrown here. When another call is already using
 // the pool (a concurrent search from another Python thread), this call runs its tasks
 // on the calling thread alone rather than wait: both make progress, neither deadlocks.

@@ -12,7 +12,7 @@ from conftest import oracle_scores
 
 import fastretrieve
 from fastretrieve import Index
-from fastretrieve import index as index_module
+from fastretrieve import _stored_rows
 
 METRICS = ("l2", "ip", "cosine")
 DTYPES = ("float32", "float16", "bfloat16", "int8")
@@ -327,7 +327,7 @@ def test_float32_storage_stays_within_ten_percent_of_the_live_vectors():
 @pytest.mark.parametrize("dtype", DTYPES[1:])
 def test_low_precision_search_is_exact_on_the_decoded_vectors(dtype, metric, monkeypatch):
     # Small decode blocks: the per-block results must merge into the exact answer.
-    monkeypatch.setattr(index_module, "DECODE_BLOCK_BYTES", 37 * 4 * 20)
+    monkeypatch.setattr(_stored_rows, "DECODE_BLOCK_BYTES", 37 * 4 * 20)
     vectors = random_vectors(400, 20, seed=9)
     queries = random_vectors(11, 20, seed=10)
     index = Index(20, metric=metric, dtype=dtype)
@@ -343,7 +343,7 @@ def test_low_precision_search_is_exact_on_the_decoded_vectors(dtype, metric, mon
 
 @pytest.mark.parametrize("dtype", DTYPES[1:])
 def test_low_precision_block_merge_keeps_the_tie_rule(dtype, monkeypatch):
-    monkeypatch.setattr(index_module, "DECODE_BLOCK_BYTES", 3 * 4 * 4)  # 4 rows a block
+    monkeypatch.setattr(_stored_rows, "DECODE_BLOCK_BYTES", 3 * 4 * 4)  # 4 rows a block
     index = Index(3, metric="l2", dtype=dtype)
     index.add(np.tile([[0.5, -0.25, 1.0], [2.0, 2.0, 2.0]], (9, 1)), ids=np.arange(18)[::-1])
     distances, found = index.search([0.5, -0.25, 1.0], 12)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import assert_matches_oracle
 from fastretrieve import Index, _backend
-from fastretrieve import index as index_module
+from fastretrieve import _stored_rows
 from fastretrieve.search import knn
 
 METRICS = ("l2", "ip", "cosine")
@@ -54,7 +54,7 @@ def test_int8_far_from_the_origin_stays_exact(kernel_path, metric):
 @pytest.mark.parametrize("dtype", LOW_PRECISION)
 def test_equal_stored_rows_rank_the_earlier_one_first(kernel_path, dtype, monkeypatch):
     # Small decode blocks, so the Numba and NumPy paths merge blocks too.
-    monkeypatch.setattr(index_module, "DECODE_BLOCK_BYTES", 3 * 4 * 4)
+    monkeypatch.setattr(_stored_rows, "DECODE_BLOCK_BYTES", 3 * 4 * 4)
     index = Index(3, metric="l2", dtype=dtype)
     index.add(np.tile([[0.5, -0.25, 1.0], [2.0, 2.0, 2.0]], (9, 1)), ids=np.arange(18)[::-1])
     distances, found = index.search([[0.5, -0.25, 1.0]] * 9, 12)
@@ -78,16 +78,12 @@ def test_cpp_scans_the_stored_rows_without_decoding_them(dtype, monkeypatch):
     assert_matches_oracle(queries, decoded, 5, "l2", distances, found)
 
 
-def test_knn_takes_stored_rows_only_on_the_cpp_backend(kernel_path):
+def test_knn_takes_stored_rows_on_every_backend(kernel_path):
     codes = np.zeros((4, 2), np.uint16)
     queries = np.ones((1, 2), np.float32)
     norms = np.zeros(4, np.float32)
-    if getattr(_backend.active_backend(), "STORED_ROWS", False):
-        _, found = knn(queries, codes, 2, "ip", 0, database_sqnorms=norms, storage="bfloat16")
-        np.testing.assert_array_equal(found, [[0, 1]])
-    else:
-        with pytest.raises(ValueError, match="float32 rows only"):
-            knn(queries, codes, 2, "ip", 0, database_sqnorms=norms, storage="bfloat16")
+    _, found = knn(queries, codes, 2, "ip", 0, database_sqnorms=norms, storage="bfloat16")
+    np.testing.assert_array_equal(found, [[0, 1]])
 
 
 def test_cpp_knn_checks_stored_rows_and_quantiser():

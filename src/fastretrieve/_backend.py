@@ -6,7 +6,8 @@ search, so that importing fastretrieve never compiles Numba code.
 
 Every backend offers the same three calls, with the same semantics:
 
-- ``knn(queries, database, k, metric, threads, database_sqnorms, exclude_self)``
+- ``knn(queries, database, k, metric, threads, database_sqnorms, exclude_self,
+  storage="float32", quantiser=None)`` (low-precision rows as ``search.knn`` describes)
 - ``distances(a, b, metric, threads)``
 - ``sqnorms(x, threads)``
 """

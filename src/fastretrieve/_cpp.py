@@ -17,10 +17,6 @@ def describe():
     return {"simd": _core.simd_level(), "simd_levels": _core.supported_levels()}
 
 
-# Backends that can scan low-precision rows in their stored form (search.knn's `storage`).
-STORED_ROWS = True
-
-
 def knn(queries, database, k, metric, threads, database_sqnorms, exclude_self,
         storage="float32", quantiser=None):
     if storage == "float16":

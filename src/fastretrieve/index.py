@@ -71,11 +71,6 @@ __all__ = ["Index", "IndexFormatError"]
 
 _MAX_ID = int(np.iinfo(np.int64).max)
 
-# Low-precision search decodes at most this many bytes of float32 rows at a time, so the
-# extra memory of a search is bounded whatever the index size.
-DECODE_BLOCK_BYTES = 16 << 20
-
-
 @dataclass(frozen=True)
 class _Snapshot:
     """What one search sees: immutable views of the live rows, published atomically."""
@@ -302,7 +297,7 @@ class Index:
         first, with the metric's conventions of :func:`fastretrieve.search` (equal
         distances: the row stored first wins). Missing neighbours (k > len(index)) are
         padded with id -1 and distance +inf (l2) or -inf (ip, cosine). A 1-D query
-        gives 1-D results.
+        gives 1-D results. ``threads`` as in :func:`fastretrieve.search`.
         """
         k = check_k(k)
         threads = check_threads(threads)
@@ -315,15 +310,12 @@ class Index:
             distances = np.full((n, k), pad_distance(self._metric), np.float32)
             found_ids = np.full((n, k), -1, np.int64)
             return (distances[0], found_ids[0]) if single else (distances, found_ids)
-        if self._dtype == "float32" or getattr(_backend.active_backend(), "STORED_ROWS", False):
-            codec = self._codec
-            distances, positions = knn(
-                queries, snapshot.codes, k, self._metric, threads,
-                database_sqnorms=snapshot.norms, storage=self._dtype,
-                quantiser=(codec.low, codec.step) if self._dtype == "int8" else None,
-            )
-        else:
-            distances, positions = self._search_decoded(queries, snapshot, k, threads)
+        codec = self._codec
+        distances, positions = knn(
+            queries, snapshot.codes, k, self._metric, threads,
+            database_sqnorms=snapshot.norms, storage=self._dtype,
+            quantiser=(codec.low, codec.step) if self._dtype == "int8" else None,
+        )
         found_ids = np.where(positions >= 0, snapshot.ids[np.maximum(positions, 0)], -1)
         if single:
             return distances[0], found_ids[0]
@@ -454,36 +446,6 @@ class Index:
         self._buffers = buffers
         positions.update(zip(new_ids[appended].tolist(), targets[appended].tolist()))
         self._publish(total)
-
-    def _search_decoded(self, queries, snapshot, k, threads):
-        """Exact search over low-precision rows, decoded one bounded block at a time (for
-        backends whose kernels read float32 rows only)."""
-        n, count = len(queries), len(snapshot.ids)
-        block_rows = max(1, DECODE_BLOCK_BYTES // (4 * self._dim))
-        descending = self._metric != "l2"
-        best_distances = np.empty((n, 0), np.float32)
-        best_positions = np.empty((n, 0), np.int64)
-        for start in range(0, count, block_rows):
-            stop = min(start + block_rows, count)
-            block = self._codec.decode(snapshot.codes[start:stop])
-            distances, positions = knn(
-                queries, block, min(k, stop - start), self._metric, threads,
-                database_sqnorms=snapshot.norms[start:stop],
-            )
-            distances = np.concatenate([best_distances, distances], axis=1)
-            positions = np.concatenate([best_positions, positions + start], axis=1)
-            # Best first; equal distances by lower position, as the kernel orders them.
-            key = -distances if descending else distances
-            order = np.lexsort((positions, key), axis=1)[:, :k]
-            best_distances = np.take_along_axis(distances, order, axis=1)
-            best_positions = np.take_along_axis(positions, order, axis=1)
-        missing = k - best_distances.shape[1]
-        if missing:
-            best_distances = np.pad(
-                best_distances, ((0, 0), (0, missing)), constant_values=pad_distance(self._metric)
-            )
-            best_positions = np.pad(best_positions, ((0, 0), (0, missing)), constant_values=-1)
-        return best_distances, best_positions
 
 
 def _sqnorms(rows):

@@ -42,7 +42,11 @@ def search(vecs, k, *, database=None, metric="l2", threads=None):
         descending. ``"cosine"``: cosine similarity, descending; a zero vector has
         similarity 0 with everything (never NaN).
     threads : int, optional
-        Worker threads for this call; default: all cores available to the process.
+        An upper bound on the threads this call runs on; default: all cores available to
+        the process (its affinity mask). A search never runs on more threads than those
+        cores: a larger value splits the work more finely but starts no extra threads.
+        Values below 1 or above 65536 raise ValueError. The NumPy backend runs on the
+        calling thread (and whatever threads NumPy's BLAS uses).
 
     Returns
     -------
@@ -120,19 +124,12 @@ def knn(queries, database, k, metric, threads, *, database_sqnorms=None, exclude
     (d,) arrays, the row being ``low + (code + 128) * step``), as `quantize` stores them.
     ``database_sqnorms``: float32 (N,) cache of squared norms of the decoded rows, so that
     an index does not recompute them per search; required unless ``storage="float32"``.
-    Results are exact with respect to the decoded rows. Only backends with
-    ``STORED_ROWS`` (the C++ one) take low-precision storage; others get decoded rows from
-    their caller. Returns (distances, indices) padded to k.
+    Results are exact with respect to the decoded rows on every backend (the C++ kernels
+    read the stored rows; the Python ones decode a bounded block at a time). Returns
+    (distances, indices) padded to k.
     """
-    backend = active_backend()
-    if storage == "float32":
-        return backend.knn(queries, database, k, metric, threads, database_sqnorms, exclude_self)
-    if not getattr(backend, "STORED_ROWS", False):
-        raise ValueError(f"the {backend.NAME} backend searches float32 rows only, not {storage}")
-    return backend.knn(
-        queries, database, k, metric, threads, database_sqnorms, exclude_self,
-        storage=storage, quantiser=quantiser,
-    )
+    return active_backend().knn(queries, database, k, metric, threads, database_sqnorms,
+                                exclude_self, storage=storage, quantiser=quantiser)
 
 
 def check_metric(metric):
@@ -150,13 +147,22 @@ def check_k(k):
     return k
 
 
+# Far beyond any machine's core count: a larger thread count is a mistake, not a request.
+MAX_THREADS = 1 << 16
+
+
 def check_threads(threads):
+    """The ``threads`` argument as an int; 0 for None (the backend's default: every core).
+
+    Values above the cores available are accepted (the work is split for that many
+    threads, but no backend runs more threads than cores); above MAX_THREADS, ValueError.
+    """
     if threads is None:
         return 0  # 0 asks the backend for its default: every core the process may use
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral):
         raise TypeError(f"threads must be an integer or None, got {type(threads).__name__}")
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
     return int(threads)
 
 
