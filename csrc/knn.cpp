@@ -366,12 +366,11 @@ bool scan_rows(const KnnRequest& r, const KernelTable& kernels, BlockScan& scan,
     // few-queries tiles (10-20% at 1-4 queries, 1M x 128).
     const bool products_first =
         kernels.panel_min_queries != 0 && query_count >= kernels.panel_min_queries;
-    // ip needs the rows' norms only for its error bound: few queries over float32 rows
-    // without cached norms get them from the products' own read of each row (a separate
-    // pass made ip 15-20% slower at 1 query). l2 and cosine keep the norms-first order
-    // measured above.
+    // ip needs the rows' norms only for its error bound: float32 rows without cached norms
+    // get them from the products' own read of each row (a separate pass made ip 15-20%
+    // slower at 1 and at 16 queries). l2 and cosine keep the order measured above.
     const bool fused_norms = scan.mode == ScanMode::Float32 && r.metric == Metric::IP &&
-                             r.storage == Storage::F32 && !r.database_sqnorms && !products_first;
+                             r.storage == Storage::F32 && !r.database_sqnorms;
     // The error bounds of the float32 modes grow with the largest row norm seen (cosine's
     // do not depend on it).
     const bool bound_by_norms = scan.mode != ScanMode::Bf16Screen && r.metric != Metric::Cosine;

@@ -26,7 +26,7 @@ using DotBlockFn = void (*)(const float* queries, std::size_t n_queries, const v
                             std::size_t ld_out);
 
 // DotBlockFn's products over float32 rows, and sqnorms_out[j] = <rows[j], rows[j]>, in one
-// read of the rows. For few queries (below panel_min_queries).
+// read of the rows.
 using DotNormsBlockFn = void (*)(const float* queries, std::size_t n_queries, const float* rows,
                                  std::size_t n_rows, std::size_t dim, float* out,
                                  std::size_t ld_out, float* sqnorms_out);

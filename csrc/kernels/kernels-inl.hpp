@@ -269,12 +269,18 @@ constexpr std::size_t kMinPanelQueries = 8;
 // Copies 2W rows (a short strip repeats its last row) transposed into panel[t * 2W + r],
 // one W x W block at a time, widening stored elements to float32 on the way: the
 // micro-kernel below stays the same float32 loop for every Storage.
-template <class S, class R>
-inline void pack_panel(const typename R::Stored* const* row_ptrs, std::size_t dim, float* panel) {
+//
+// WithNorms: also writes each of the 2W rows' squared norms to norms[r]. After the
+// transpose a vector holds one element of W rows, so the squares add up lane by lane, one
+// FMA per stored vector and no horizontal sums.
+template <class S, class R, bool WithNorms = false>
+inline void pack_panel(const typename R::Stored* const* row_ptrs, std::size_t dim, float* panel,
+                       float* norms = nullptr) {
     using V = typename S::V;
     constexpr std::size_t W = S::W, P = 2 * W;
     for (std::size_t half = 0; half < 2; ++half) {
         const typename R::Stored* const* half_rows = row_ptrs + half * W;
+        V norm_acc = S::zero();
         for (std::size_t t0 = 0; t0 < dim; t0 += W) {
             const std::size_t rest = dim - t0;
             V v[W];
@@ -285,8 +291,12 @@ inline void pack_panel(const typename R::Stored* const* row_ptrs, std::size_t di
                     v[r] = R::template load_partial<S>(half_rows[r] + t0, rest);
             S::transpose(v);
             const std::size_t columns = rest < W ? rest : W;
-            for (std::size_t j = 0; j < columns; ++j) S::store(panel + (t0 + j) * P + half * W, v[j]);
+            for (std::size_t j = 0; j < columns; ++j) {
+                S::store(panel + (t0 + j) * P + half * W, v[j]);
+                if constexpr (WithNorms) norm_acc = S::fma(v[j], v[j], norm_acc);
+            }
         }
+        if constexpr (WithNorms) S::store(norms + half * W, norm_acc);
     }
 }
 
@@ -372,10 +382,13 @@ inline void panel_tile_for_count(int count, const typename Arith::Query* queries
 // Each panel is packed once, then every query of the block passes over it while it sits
 // in L1 (2W rows x dim floats: 16 KiB at d = 128 with AVX-512). Queries hold
 // Arith::depth(dim) elements each.
-template <class S, class Arith, class R>
+//
+// WithNorms (float32 rows): also writes each row's squared norm to sqnorms_out, from the
+// packing's own read of the rows.
+template <class S, class Arith, class R, bool WithNorms = false>
 void panel_block(const typename Arith::Query* queries, std::size_t n_queries,
                  const typename R::Stored* rows, std::size_t n_rows, std::size_t dim, float* out,
-                 std::size_t ld_out) {
+                 std::size_t ld_out, float* sqnorms_out = nullptr) {
     constexpr std::size_t P = 2 * S::W;
     constexpr int kQ = Arith::kQueriesPerTile;
     const std::size_t depth = Arith::depth(dim);
@@ -386,7 +399,13 @@ void panel_block(const typename Arith::Query* queries, std::size_t n_queries,
         const typename R::Stored* row_ptrs[P];
         for (std::size_t r = 0; r < P; ++r)
             row_ptrs[r] = rows + (r0 + (r < valid_rows ? r : valid_rows - 1)) * dim;
-        Arith::pack(row_ptrs, dim, panel);
+        if constexpr (WithNorms) {
+            float norms[P];
+            pack_panel<S, R, true>(row_ptrs, dim, panel, norms);
+            for (std::size_t r = 0; r < valid_rows; ++r) sqnorms_out[r0 + r] = norms[r];
+        } else {
+            Arith::pack(row_ptrs, dim, panel);
+        }
         const std::size_t next_end = r0 + 2 * P < n_rows ? r0 + 2 * P : n_rows;
         PrefetchCursor ahead{reinterpret_cast<const char*>(rows + (r0 + valid_rows) * dim),
                              reinterpret_cast<const char*>(rows + next_end * dim)};
@@ -419,12 +438,17 @@ void dot_block(const float* queries, std::size_t n_queries, const void* rows, st
                                   n_rows, dim, out, ld_out);
 }
 
-// Few queries over float32 rows: dot_block's products and each row's squared norm, in one
-// read of the rows (the reduce tiles only; callers use it below panel_min_queries).
+// dot_block's products over float32 rows and each row's squared norm, in one read of the
+// rows: the reduce tiles for few queries, the panels' packing from kMinPanelQueries on.
 template <class S>
 void dot_norms_block(const float* queries, std::size_t n_queries, const float* rows,
                      std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out,
                      float* sqnorms_out) {
+    if constexpr (S::kQueriesPerPanelTile > 0) {
+        if (n_queries >= kMinPanelQueries)
+            return panel_block<S, Float32Panel<S, DotStep, F32Rows>, F32Rows, true>(
+                queries, n_queries, rows, n_rows, dim, out, ld_out, sqnorms_out);
+    }
     reduce_rows<S, DotStep, F32Rows, false, true>(queries, n_queries, rows, n_rows, dim, out,
                                                    ld_out, sqnorms_out);
 }
