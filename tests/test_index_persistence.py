@@ -385,3 +385,31 @@ def test_mapped_load_of_a_large_index_is_fast_and_uses_little_memory(tmp_path):
     assert count == rows and first == 0
     assert resident_growth < 64 * 2**20  # ids and norms (24 MiB) plus slack, not 1 GiB
     assert seconds < 1.0
+
+
+# -- hardening: duplicate JSON keys, permission bits ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        b'{"attributes":{},"attributes":{},"items":{}}',
+        b'{"attributes":{"model":"a","model":"b"},"items":{}}',
+        b'{"attributes":{},"items":{"3":1,"3":2}}',
+        b'{"attributes":{},"items":{"3":{"path":"a.jpg","path":"b.jpg"}}}',
+    ],
+)
+def test_duplicate_json_keys_in_the_metadata_raise_index_format_error(tmp_path, saved, section):
+    _, data = saved
+    for mmap in (True, False):
+        with pytest.raises(IndexFormatError, match="duplicate key"):
+            load_bytes(tmp_path, with_metadata_section(data, section), mmap=mmap)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])
+def test_saving_over_an_index_keeps_its_permission_bits(tmp_path, mode):
+    path = tmp_path / "items.fridx"
+    sample_index(rows=10).save(path)
+    path.chmod(mode)
+    Index.load(path, mmap=False).save(path)
+    assert path.stat().st_mode & 0o7777 == mode
