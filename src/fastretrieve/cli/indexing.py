@@ -133,9 +133,10 @@ def plan_update(paths: list[str], known: dict[str, tuple[int, dict]], skips: Ski
 class Checkpoints:
     """Saves the index atomically when a checkpoint is due (see the module docstring)."""
 
-    def __init__(self, index: Index, path, every_seconds: float):
+    def __init__(self, index: Index, path, every_seconds: float, skips: SkipReport):
         self.index = index
         self.path = path
+        self.skips = skips
         self.every_seconds = every_seconds
         self._last_save = time.monotonic()
         self._last_duration = 0.0
@@ -148,7 +149,9 @@ class Checkpoints:
             self.save()
 
     def save(self) -> None:
-        """Save now, unless nothing changed since the last save."""
+        """Save the index (unless nothing changed since the last save) and the report of
+        skipped files, each atomically."""
+        self.skips.save()
         if self.index.version == self._saved_version:
             return
         start = time.monotonic()
@@ -194,7 +197,7 @@ def update_index(
             index = new_image_index(spec, embedder, dtype)
             known = {}
         plan = plan_update(paths, known, skips)
-        checkpoints = Checkpoints(index, index_path, checkpoint_seconds)
+        checkpoints = Checkpoints(index, index_path, checkpoint_seconds, skips)
         if plan.stale_ids:
             index.remove(plan.stale_ids)
         if plan.refreshed:
