@@ -45,3 +45,49 @@ def test_errors_report_is_written_whole_and_an_earlier_one_replaced(tmp_path):
     # The earlier report is replaced by this run's, empty: never left stale, never deleted.
     assert result.returncode == 0 and summary["skipped"] == 0
     assert report.read_text() == ""
+
+
+# -- one read per file, hashed where it is decoded -------------------------------------------------
+
+
+def test_indexing_reads_each_file_once_and_hashes_it_in_the_decode_threads(tmp_path, monkeypatch):
+    import builtins
+    import hashlib
+    import os
+    import threading
+
+    from fastretrieve import Index
+    from fastretrieve.cli.indexing import update_index
+
+    folder = tmp_path / "photos"
+    paths = write_photos(folder, PHOTOS[:4])
+    opened, hashing_threads = [], set()
+    real_open, real_os_open, real_sha256 = builtins.open, os.open, hashlib.sha256
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.fspath(file).startswith(str(folder)):
+            opened.append(os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    def counting_os_open(path, *args, **kwargs):
+        if os.fspath(path).startswith(str(folder)):
+            opened.append(os.fspath(path))
+        return real_os_open(path, *args, **kwargs)
+
+    def recording_sha256(data=b"", **kwargs):
+        if len(data) > 1000:  # image bytes, not the small strings hashed elsewhere
+            hashing_threads.add(threading.current_thread().name)
+        return real_sha256(data, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(os, "open", counting_os_open)
+    monkeypatch.setattr(hashlib, "sha256", recording_sha256)
+    summary = update_index([folder], tmp_path / "p.fri", show_progress=False,
+                           embedder_options={"batch_size": 2})
+    assert summary.embedded == 4
+    assert sorted(opened) == sorted(map(str, paths))  # each file opened exactly once
+    assert hashing_threads and all(name.startswith("fastretrieve-decode") for name in hashing_threads)
+    index = Index.load(tmp_path / "p.fri")
+    for meta in index.get_metadata(index.ids.tolist()):
+        with real_open(meta["path"], "rb") as file:
+            assert meta["sha256"] == real_sha256(file.read()).hexdigest()

@@ -239,7 +239,7 @@ def _embed_into(index, embedder, states, skips, checkpoints, show_progress) -> i
         if delay:
             time.sleep(delay)
 
-    results = embedder.embed_paths(state["path"] for state in states)
+    results = embedder.embed_paths((state["path"] for state in states), sha256=True)
     with ProgressBar(len(states), "indexing", enabled=show_progress) as bar:
         try:
             for state, result in zip(states, results):
@@ -247,13 +247,8 @@ def _embed_into(index, embedder, states, skips, checkpoints, show_progress) -> i
                 if not result.ok:
                     skips.add(state["path"], result.error)
                     continue
-                try:
-                    digest = content_hash(state["path"])
-                except OSError as error:  # deleted or made unreadable since it was decoded
-                    skips.add(state["path"], error.strerror or str(error))
-                    continue
                 vectors.append(result.vector)
-                metadata.append({**state, "sha256": digest})
+                metadata.append({**state, "sha256": result.sha256})
                 if len(vectors) >= embedder.batch_size:
                     add_pending()
                     checkpoints.save_if_due()

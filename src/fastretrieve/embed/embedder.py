@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ from PIL import Image
 
 from .._backend import default_threads
 from . import providers as provider_choice
-from .decode import describe_source, load_rgb
+from .decode import describe_source, load_rgb, read_image_file
 from .download import file_sha256, resolve_model
 from .model import ModelError, read_sidecar, read_signature, resolve_preprocessing
 from .pipeline import EmbedResult, stream_embeddings
@@ -150,9 +151,16 @@ class Embedder:
         height, width = self.preprocessing.image_size
         return (3, height, width) if self.preprocessing.layout == "NCHW" else (height, width, 3)
 
-    def _prepare(self, source) -> np.ndarray:
+    def _prepare(self, source, hash_files: bool = False) -> tuple[np.ndarray, str | None]:
+        """The model input of one source, and the sha256 of the file bytes decoded when
+        ``hash_files`` and the source is a path (one read serves both: the digest always
+        describes the pixels embedded). Runs in a decode thread; hashlib releases the GIL."""
+        digest = None
+        if hash_files and isinstance(source, (str, os.PathLike)):
+            source = read_image_file(source)
+            digest = hashlib.sha256(source).hexdigest()
         image = load_rgb(source, max_pixels=self.max_pixels, draft_size=self._draft_size)
-        return preprocess(image, self.preprocessing)
+        return preprocess(image, self.preprocessing), digest
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         count = len(batch)
@@ -171,17 +179,21 @@ class Embedder:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), NORM_FLOOR)
         return vectors
 
-    def embed_paths(self, paths: Iterable) -> Iterator[EmbedResult]:
-        """Stream ``EmbedResult(source, vector, error)`` for each path, in input order.
+    def embed_paths(self, paths: Iterable, *, sha256: bool = False) -> Iterator[EmbedResult]:
+        """Stream ``EmbedResult(source, vector, error, sha256)`` for each path, in input order.
 
         Unreadable files are skipped and reported (``error`` says why, ``vector`` is None),
         never raised. ``paths`` may be any iterable, a generator included: it is consumed
         lazily and at most a few batches of decoded images are held at any time, so a
         folder of 100,000 files embeds in bounded memory. Also accepts bytes, PIL images
         and uint8 arrays, like :meth:`embed`.
+
+        With ``sha256=True`` each file's result carries the hex sha256 of the bytes that
+        were decoded, computed in the decode threads from the same single read.
         """
+        prepare = functools.partial(self._prepare, hash_files=sha256)
         return stream_embeddings(
-            paths, self._prepare, self._infer, batch_size=self.batch_size, workers=self.decode_threads
+            paths, prepare, self._infer, batch_size=self.batch_size, workers=self.decode_threads
         )
 
     def embed(self, images) -> np.ndarray:
