@@ -91,3 +91,88 @@ def test_indexing_reads_each_file_once_and_hashes_it_in_the_decode_threads(tmp_p
     for meta in index.get_metadata(index.ids.tolist()):
         with real_open(meta["path"], "rb") as file:
             assert meta["sha256"] == real_sha256(file.read()).hexdigest()
+
+
+# -- folders as they are on real disks -------------------------------------------------------
+
+
+def odd_folder(tmp_path):
+    """Photos in a folder and a subfolder, a link back to the folder itself (a loop), a
+    link to a folder outside it, and a link to its own subfolder."""
+    folder = tmp_path / "photos"
+    write_photos(folder, PHOTOS[:2])
+    write_photos(folder / "sub", PHOTOS[2:3])
+    write_photos(tmp_path / "elsewhere", PHOTOS[3:4])
+    (folder / "loop").symlink_to(".")
+    (folder / "outside").symlink_to(tmp_path / "elsewhere")
+    return folder
+
+
+def reasons_by_name(report):
+    return {entry["path"].rsplit("/", 1)[1]: entry["reason"] for entry in report}
+
+
+def test_index_skips_links_to_folders_unless_told_and_reports_each(tmp_path):
+    folder = odd_folder(tmp_path)
+    report = tmp_path / "skipped.jsonl"
+    result, summary = run_json("index", folder, "-o", tmp_path / "p.fri", "-r",
+                               "--errors", report, "--format", "json")
+    assert result.returncode == 1 and summary["embedded"] == 3  # the folder and sub/
+    reasons = reasons_by_name(read_report(report))
+    assert set(reasons) == {"loop", "outside"}
+    assert all("not followed (pass --follow-links" in reason for reason in reasons.values())
+
+
+def test_follow_links_detects_loops_and_reports_links_leaving_the_tree(tmp_path):
+    folder = odd_folder(tmp_path)
+    (folder / "sub" / "up").symlink_to("..")
+    report = tmp_path / "skipped.jsonl"
+    result, summary = run_json("index", folder, "-o", tmp_path / "p.fri", "-r",
+                               "--follow-links", "--errors", report, "--format", "json")
+    assert result.returncode == 1 and summary["embedded"] == 3  # elsewhere/ is not walked
+    reasons = reasons_by_name(read_report(report))
+    assert set(reasons) == {"loop", "up", "outside"}
+    assert reasons["loop"].startswith("symlink loop: leads back to")
+    assert reasons["up"].startswith("symlink loop: leads back to")
+    assert "leads out of" in reasons["outside"]
+
+
+def test_an_unlistable_subfolder_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    import os
+
+    from fastretrieve.cli.errors import SkipReport
+    from fastretrieve.cli.files import find_images
+
+    folder = tmp_path / "photos"
+    paths = write_photos(folder, PHOTOS[:2])
+    write_photos(folder / "lost+found", PHOTOS[2:3])
+    real_scandir = os.scandir
+
+    def root_only(path="."):  # what a user meets on a root-only lost+found (tests run as root)
+        if os.fspath(path).endswith("lost+found"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", root_only)
+    report = tmp_path / "skipped.jsonl"
+    skips = SkipReport(report)
+    assert find_images([folder], recursive=True, skips=skips) == sorted(map(str, paths))
+    skips.save()
+    assert read_report(report) == [
+        {"path": str(folder / "lost+found"), "reason": "cannot list the folder (Permission denied)"}
+    ]
+
+
+def test_dedup_and_evaluate_go_on_past_a_symlink_loop(tmp_path):
+    folder = tmp_path / "labelled"
+    write_photos(folder / "a", PHOTOS[:2])
+    write_photos(folder / "b", PHOTOS[2:4])
+    (folder / "a" / "loop").symlink_to(".")
+    (folder / "c").symlink_to(".")
+    result = run_cli("dedup", folder, "-r", "--follow-links", "--format", "json")
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["images"] == 4 and "symlink loop" in result.stderr
+    result = run_cli("evaluate", folder, "--follow-links", "--format", "json")
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["images"] == 4
+    assert result.stderr.count("symlink loop") == 2  # a/loop and the class link c

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import Embedder, search
 from .errors import SkipReport, UsageError
-from .files import find_images
+from .files import add_follow_links_argument, find_images
 from .image_index import load_index, model_spec
 from .indexing import add_embedder_arguments, embedder_options, positive_int
 from .output import FORMATS, write_rows
@@ -82,7 +82,8 @@ def duplicate_groups(vectors: np.ndarray, threshold: float, neighbors: int = DEF
 
 
 def _vectors_of_folder(args, skips):
-    paths = find_images(args.source, recursive=args.recursive)
+    paths = find_images(args.source, recursive=args.recursive, follow_links=args.follow_links,
+                        skips=skips)
     embedder = Embedder(model_spec(args.model or "classic"), **embedder_options(args))
     kept, vectors = [], []
     with ProgressBar(len(paths), "embedding", enabled=not args.quiet) as bar:
@@ -119,6 +120,7 @@ def add_parser(add_command) -> None:
                         help=f"neighbours examined per image (default: {DEFAULT_NEIGHBORS})")
     parser.add_argument("--format", choices=FORMATS, default="table")
     parser.add_argument("-r", "--recursive", action="store_true", help="include subfolders of DIR")
+    add_follow_links_argument(parser)
     parser.add_argument("--model", help="model for folders (default: classic); an index uses its own")
     add_embedder_arguments(parser)
     parser.set_defaults(run=run)

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from .. import Embedder, Index
 from ..quantize import STORAGE_DTYPES
 from .errors import EXIT_OK, EXIT_PARTIAL, SkipReport
-from .files import content_hash, file_state, find_images
+from .files import add_follow_links_argument, content_hash, file_state, find_images
 from .image_index import entries_by_path, load_index, model_spec, new_image_index, open_embedder
 from .progress import ProgressBar
 
@@ -167,6 +167,7 @@ def update_index(
     *,
     model: str | None = None,
     recursive: bool = False,
+    follow_links: bool = False,
     dtype: str = "float32",
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
     errors_path=None,
@@ -183,9 +184,9 @@ def update_index(
     start = time.monotonic()
     index_path = os.fspath(index_path)
     options = embedder_options or {}
-    paths = find_images(roots, recursive=recursive)
     skips = SkipReport(errors_path or index_path + ".errors.jsonl")
     try:
+        paths = find_images(roots, recursive=recursive, follow_links=follow_links, skips=skips)
         if os.path.exists(index_path):
             index, record = load_index(index_path)
             embedder = open_embedder(record, index_path, model, **options)
@@ -274,6 +275,7 @@ def add_parser(add_command) -> None:
                         "an .onnx path, a URL or hf://owner/repo/file.onnx; default for an existing "
                         "index: its own model")
     parser.add_argument("-r", "--recursive", action="store_true", help="include subfolders")
+    add_follow_links_argument(parser)
     add_embedder_arguments(parser)
     parser.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
                         help="storage precision of a new index (default: float32)")
@@ -320,6 +322,7 @@ def run(args) -> int:
     """Run ``fastretrieve index``."""
     summary = update_index(
         args.folders, args.output, model=args.model, recursive=args.recursive,
+        follow_links=args.follow_links,
         dtype=args.dtype, checkpoint_seconds=args.checkpoint_every, errors_path=args.errors,
         show_progress=not args.quiet, embedder_options=embedder_options(args),
     )
