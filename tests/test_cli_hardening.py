@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cli_fixtures import BAD_FILES, PHOTOS, run_cli, run_json, write_bad_files, write_photos
 
 
@@ -176,3 +178,74 @@ def test_dedup_and_evaluate_go_on_past_a_symlink_loop(tmp_path):
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["images"] == 4
     assert result.stderr.count("symlink loop") == 2  # a/loop and the class link c
+
+
+# -- an index file never decides which model is fetched or run -----------------------------------
+
+
+def _index_naming_model(tmp_path, model_name):
+    """A real index (classic vectors) whose model record names ``model_name``."""
+    from fastretrieve import Index
+
+    folder = tmp_path / "photos"
+    write_photos(folder, PHOTOS[:2])
+    index_path = tmp_path / "p.fri"
+    assert run_cli("index", folder, "-o", index_path).returncode == 0
+    index = Index.load(index_path, mmap=False)
+    record = index.attributes["embedder"]
+    index.attributes = {"embedder": {**record, "model": model_name}}
+    index.save(index_path)
+    return index_path, folder / f"{PHOTOS[0]}.jpg"
+
+
+def test_a_model_url_inside_an_index_is_never_fetched(tmp_path):
+    import http.server
+    import threading
+
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/evil.onnx"
+        index_path, query = _index_naming_model(tmp_path, url)
+        for command in (["search", index_path, query], ["index", query.parent, "-o", index_path]):
+            result = run_cli(*command)
+            assert result.returncode == 3 and "never decides" in result.stderr, result.stderr
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+    assert requests == []
+
+
+def test_a_model_url_given_by_the_user_is_pinned_to_the_recorded_sha256(monkeypatch):
+    from fastretrieve.cli import image_index
+    from fastretrieve.cli.errors import CommandError
+
+    calls = []
+
+    class RecordingEmbedder:
+        fingerprint = "f" * 64
+
+        def __init__(self, spec, *, sha256=None, **options):
+            calls.append((spec, sha256))
+
+    monkeypatch.setattr(image_index, "Embedder", RecordingEmbedder)
+    pin = "ab" * 32
+    record = {"model": "https://example.org/m.onnx", "fingerprint": "f" * 64,
+              "settings": {"model_sha256": pin}}
+    image_index.open_embedder(record, "p.fri", "https://example.org/m.onnx")
+    image_index.open_embedder({**record, "model": "classic"}, "p.fri")
+    assert calls == [("https://example.org/m.onnx", pin), ("classic", None)]
+    with pytest.raises(CommandError, match="records no sha256"):
+        image_index.open_embedder({**record, "settings": {}}, "p.fri", "https://example.org/m.onnx")

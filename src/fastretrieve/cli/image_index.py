@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from .. import Embedder, Index, __version__
+from ..embed.download import is_builtin_model
 from .errors import CommandError
 
 MODEL_ATTRIBUTE = "embedder"
@@ -26,7 +27,7 @@ RECORD_FORMAT = 1
 def model_spec(model: str) -> str:
     """The model as recorded: "classic", a URL, or an absolute path (so that the index
     can be queried from any working directory)."""
-    if model == "classic" or "://" in model:
+    if is_builtin_model(model) or "://" in model:
         return model
     return os.path.abspath(os.path.expanduser(model))
 
@@ -72,10 +73,28 @@ def load_index(index_path, *, mmap: bool = True) -> tuple[Index, dict]:
 
 
 def open_embedder(record: dict, index_path, model: str | None = None, **options) -> Embedder:
-    """An embedder for querying an index: the model it was built with, or ``model`` if
-    given -- refused unless it produces exactly the same vectors (same fingerprint)."""
-    spec = model_spec(model) if model else record["model"]
-    embedder = Embedder(spec, **options)
+    """An embedder for querying or updating an index: the model it was built with, or
+    ``model`` if given -- refused unless it produces exactly the same vectors (same
+    fingerprint).
+
+    An index file is not trusted to choose what runs: without ``model`` only a built-in
+    model it names is used. A URL or a file path it names must be given on the command
+    line (``--model``); a URL given there is downloaded over https and must match the
+    sha256 the index records before anything parses it.
+    """
+    if model:
+        spec = model_spec(model)
+        pin = _recorded_sha256(record, index_path) if "://" in spec else None
+    elif is_builtin_model(record["model"]):
+        spec, pin = record["model"], None
+    else:
+        raise CommandError(
+            f"{index_path} was built with model {record['model']!r}; an index file never "
+            "decides which model file is fetched or run: pass it yourself with --model "
+            "(a local copy of that file, or its https URL, checked against the sha256 the "
+            "index records)"
+        )
+    embedder = Embedder(spec, sha256=pin, **options)
     if embedder.fingerprint != record["fingerprint"]:
         raise CommandError(
             f"{index_path} was built with model {record['model']!r} "
@@ -85,6 +104,19 @@ def open_embedder(record: dict, index_path, model: str | None = None, **options)
             "with `fastretrieve index DIR -o NEW_INDEX --model ...`"
         )
     return embedder
+
+
+def _recorded_sha256(record: dict, index_path) -> str:
+    """The model file's sha256 that the index records: the pin of a downloaded model."""
+    settings = record.get("settings")
+    pin = settings.get("model_sha256") if isinstance(settings, dict) else None
+    if not (isinstance(pin, str) and len(pin) == 64
+            and all(c in "0123456789abcdef" for c in pin)):
+        raise CommandError(
+            f"{index_path} records no sha256 of its model file, so a model URL cannot be "
+            "checked against it: download the model yourself and pass its local path with --model"
+        )
+    return pin
 
 
 def entries_by_path(index: Index) -> dict[str, tuple[int, dict]]:
