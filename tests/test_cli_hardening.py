@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from cli_fixtures import BAD_FILES, PHOTOS, run_cli, run_json, write_bad_files, write_photos
@@ -249,3 +250,23 @@ def test_a_model_url_given_by_the_user_is_pinned_to_the_recorded_sha256(monkeypa
     assert calls == [("https://example.org/m.onnx", pin), ("classic", None)]
     with pytest.raises(CommandError, match="records no sha256"):
         image_index.open_embedder({**record, "settings": {}}, "p.fri", "https://example.org/m.onnx")
+
+
+# -- int8: the command line fits on a broad sample, not one batch ----------------------------------
+
+
+def test_a_new_int8_index_is_fitted_on_more_than_one_batch(tmp_path):
+    from fastretrieve import Embedder, Index
+    from fastretrieve.cli.indexing import update_index
+
+    folder = tmp_path / "photos"
+    paths = write_photos(folder, PHOTOS[:6])
+    with pytest.warns(UserWarning, match="fitted on 6 vector"):  # all six, not the first 2
+        update_index([folder], tmp_path / "p.fri", dtype="int8", show_progress=False,
+                     embedder_options={"batch_size": 2})
+    index = Index.load(tmp_path / "p.fri")
+    order = np.argsort([meta["path"] for meta in index.get_metadata(index.ids.tolist())])
+    stored = index.get(index.ids)[order]
+    exact = Embedder().embed(sorted(map(str, paths)))
+    step = index._snapshot.codec.step
+    assert (np.abs(stored - exact) <= step / 2 + 1e-6).all()  # rounded, never clipped

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -75,6 +76,7 @@ def with_metadata_section(data, section):
 # -- round trips ------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:the int8 quantiser was fitted on")  # small test data
 @pytest.mark.parametrize("mmap", [True, False])
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -92,6 +94,7 @@ def test_round_trip(tmp_path, dtype, metric, mmap):
     assert_same_index(Index.load(tmp_path / "again.fridx"), loaded, random_vectors(6, 7, seed=97))
 
 
+@pytest.mark.filterwarnings("ignore:the int8 quantiser was fitted on")  # small test data
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_empty_index_round_trip(tmp_path, dtype):
     Index(3, metric="ip", dtype=dtype).save(tmp_path / "empty.fridx")
@@ -161,7 +164,9 @@ def test_save_creates_no_file_when_it_fails(tmp_path):
 @pytest.fixture
 def saved(tmp_path):
     path = tmp_path / "items.fridx"
-    sample_index(dtype="int8", rows=40).save(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "the int8 quantiser was fitted on")  # 40 rows
+        sample_index(dtype="int8", rows=40).save(path)
     return path, path.read_bytes()
 
 

@@ -34,6 +34,7 @@ from .progress import ProgressBar
 DEFAULT_CHECKPOINT_SECONDS = 60.0
 SAVE_TIME_FRACTION = 0.1  # checkpoints may take at most this share of the run
 TEST_DELAY_VARIABLE = "FASTRETRIEVE_TEST_BATCH_DELAY"
+INT8_FIT_ROWS = 1024  # images embedded before a new int8 index's quantiser is fitted
 
 EXAMPLES = """\
 examples:
@@ -225,11 +226,15 @@ def _embed_into(index, embedder, states, skips, checkpoints, show_progress) -> i
     delay = float(os.environ.get(TEST_DELAY_VARIABLE, "0") or 0)
     vectors, metadata = [], []
     embedded = 0
+    # An int8 index fits its quantiser on its first add: make that add a broad sample of
+    # the folder, not one inference batch.
+    first_add_rows = INT8_FIT_ROWS if index.dtype == "int8" and len(index) == 0 else 0
 
-    def add_pending():
-        nonlocal embedded
-        if not vectors:
+    def add_pending(final=False):
+        nonlocal embedded, first_add_rows
+        if not vectors or (len(vectors) < first_add_rows and not final):
             return
+        first_add_rows = 0
         # Taken out of the pending lists first: a Ctrl-C inside add() loses this batch
         # (the next run embeds it again) rather than adding it twice.
         batch, batch_metadata = vectors[:], metadata[:]
@@ -254,10 +259,10 @@ def _embed_into(index, embedder, states, skips, checkpoints, show_progress) -> i
                     add_pending()
                     checkpoints.save_if_due()
         except KeyboardInterrupt:
-            add_pending()  # keep what was embedded: the next run resumes from here
+            add_pending(final=True)  # keep what was embedded: the next run resumes from here
             checkpoints.save()
             raise
-        add_pending()
+        add_pending(final=True)
     return embedded
 
 
