@@ -270,3 +270,35 @@ def test_a_new_int8_index_is_fitted_on_more_than_one_batch(tmp_path):
     exact = Embedder().embed(sorted(map(str, paths)))
     step = index._snapshot.codec.step
     assert (np.abs(stored - exact) <= step / 2 + 1e-6).all()  # rounded, never clipped
+
+
+# -- dedup memory -------------------------------------------------------------------------------
+
+
+def test_dedup_of_an_index_makes_no_copy_of_its_vectors(tmp_path, monkeypatch, capsys):
+    import tracemalloc
+    import warnings
+
+    from fastretrieve import Index
+    from fastretrieve.cli import dedup, main
+
+    rows, dim = 20_000, 512
+    vectors = np.random.default_rng(0).standard_normal((rows, dim)).astype(np.float32)
+    vectors[1] = vectors[0]  # one duplicate pair
+    index = Index(dim, metric="cosine")
+    index.add(vectors, metadata=[{"path": f"{i}.jpg"} for i in range(rows)])
+    index.attributes = {"embedder": {"model": "m.onnx", "fingerprint": "0" * 64}}
+    index.save(tmp_path / "p.fri")
+    del index, vectors
+    monkeypatch.setattr(dedup, "QUERY_BLOCK_ROWS", 512, raising=False)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() replaces it
+    tracemalloc.start()
+    try:
+        code = main(["dedup", str(tmp_path / "p.fri"), "--threshold", "0.999", "--format", "json", "-q"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["groups"][0]["paths"] == ["0.jpg", "1.jpg"]
+    float32_size = rows * dim * 4  # 41 MB; the index is memory-mapped, not copied
+    assert peak < 0.4 * float32_size, f"{peak / 1e6:.1f} MB allocated"
