@@ -119,7 +119,7 @@ def measure(embedder: Embedder, paths: list[Path], repeats: int) -> dict[str, fl
     Each round times all four in turn, so a change in background load during the run
     (this machine is shared) affects every figure alike rather than skewing the ratios.
     """
-    inputs = np.stack([embedder._prepare(p) for p in paths])
+    inputs = np.stack([embedder._prepare(p)[0] for p in paths])
     batches = [inputs[i : i + embedder.batch_size] for i in range(0, len(inputs), embedder.batch_size)]
     naive_session = ort.InferenceSession(str(embedder.model_path), providers=["CPUExecutionProvider"])
     input_name = naive_session.get_inputs()[0].name

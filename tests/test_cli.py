@@ -141,7 +141,7 @@ def test_search_refuses_another_model(indexed, tmp_path):
     assert "was built with model 'efficientnet-lite0'" in result.stderr and "cannot be compared" in result.stderr
 
 
-def test_a_copied_index_file_alone_searches_with_its_own_model(tmp_path):
+def test_a_copied_index_file_searches_with_its_model_named_on_the_command_line(tmp_path):
     folder = tmp_path / "photos"
     write_photos(folder, PHOTOS[:4])
     model = tmp_path / "mean_colour.onnx"
@@ -157,7 +157,10 @@ def test_a_copied_index_file_alone_searches_with_its_own_model(tmp_path):
     assert (details["model"], details["dim"], details["count"]) == (str(model), 3, 4)
     query = tmp_path / "query.jpg"
     query.write_bytes(edited(small_photo("coffee")))
-    _, answers = run_json("search", copied, query, "-k", "4", "--format", "json")  # 3-d queries
+    # The index names a model file: it is used only when the user names it too.
+    refused = run_cli("search", copied, query)
+    assert refused.returncode == 3 and "never decides which model file is fetched or run" in refused.stderr
+    _, answers = run_json("search", copied, query, "-k", "4", "--model", model, "--format", "json")
     found = {result["path"] for result in answers[0]["results"]}
     assert found == {str(folder / f"{name}.jpg") for name in PHOTOS[:4]}
     refused = run_cli("search", copied, query, "--model", "classic")

@@ -153,3 +153,48 @@ def test_unreadable_file_is_skipped(embedder, tmp_path):
     path.chmod(0)
     (result,) = embedder.embed_paths([path])
     assert result.error == "permission denied"
+
+
+def test_a_file_swapped_for_a_fifo_after_it_was_listed_is_refused_not_waited_on(tmp_path, monkeypatch):
+    """The race: a check by path says "regular file", then the path names a FIFO by the time
+    it is opened. Simulated by a stat that still describes the file listed earlier."""
+    import pathlib
+    import stat as stat_module
+    import threading
+
+    from fastretrieve.embed.decode import ImageDecodeError, load_rgb
+
+    listed = tmp_path / "listed.jpg"
+    listed.write_bytes(_jpeg_bytes(Image.new("RGB", (8, 8))))
+    regular_stat = listed.stat()
+    swapped = tmp_path / "swapped.jpg"
+    os.mkfifo(swapped)
+    real_path_stat, real_os_stat = pathlib.Path.stat, os.stat
+
+    def stale_path_stat(self, *args, **kwargs):
+        return regular_stat if self == swapped else real_path_stat(self, *args, **kwargs)
+
+    def stale_os_stat(path, *args, **kwargs):
+        return regular_stat if os.fspath(path) == str(swapped) else real_os_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "stat", stale_path_stat)
+    monkeypatch.setattr(os, "stat", stale_os_stat)
+    assert stat_module.S_ISREG(swapped.stat().st_mode)  # the stale view the race leaves
+    outcome = []
+
+    def decode():
+        try:
+            load_rgb(swapped, max_pixels=10**6)
+        except ImageDecodeError as error:
+            outcome.append(str(error))
+
+    worker = threading.Thread(target=decode, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    hung = worker.is_alive()
+    if hung:  # release the blocked open() so the thread can end: a writer arrives
+        descriptor = os.open(swapped, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(descriptor)
+        worker.join(timeout=10)
+    assert not hung, "decoding waited on a FIFO"
+    assert outcome == ["not a regular file"]

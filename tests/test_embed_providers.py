@@ -63,3 +63,64 @@ def test_cpu_threads_go_to_inference_and_half_of_them_to_decoding():
     embedder = Embedder(threads=4)
     assert (embedder.decode_threads, embedder.inference_threads) == (2, 4)
     assert (Embedder(threads=1).decode_threads, Embedder(threads=1).inference_threads) == (1, 1)
+
+
+class _RecordingSessions:
+    """Stands in for onnxruntime.InferenceSession on a machine without a GPU: records the
+    providers and thread count each session is created with, then makes a real CPU session
+    (what ONNX Runtime does when a GPU provider fails to start)."""
+
+    def __init__(self, real):
+        self.real = real
+        self.created = []
+
+    def __call__(self, path, options=None, providers=None, **kwargs):
+        self.created.append((providers, options.intra_op_num_threads))
+        return self.real(path, options, providers=[CPU])
+
+
+@pytest.fixture
+def gpu_build_without_gpu(monkeypatch, tmp_path):
+    import onnxruntime as ort
+
+    pytest.importorskip("onnx")
+    model = tmp_path / "mean.onnx"
+    mean_colour_model(model)
+    sessions = _RecordingSessions(ort.InferenceSession)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: list(GPU_BUILD))
+    monkeypatch.setattr(ort, "InferenceSession", sessions)
+    monkeypatch.setattr(providers, "_fallback_warned", False)
+    monkeypatch.setenv("FASTRETRIEVE_CACHE", str(tmp_path / "cache"))
+    return model, sessions
+
+
+def test_a_gpu_fallback_session_gets_the_cpu_threads(gpu_build_without_gpu):
+    model, sessions = gpu_build_without_gpu
+    with pytest.warns(ProviderFallbackWarning):
+        embedder = Embedder(model, threads=4)
+    assert embedder.provider == CPU
+    assert (embedder.inference_threads, embedder.decode_threads) == (4, 2)
+    assert sessions.created[-1] == ([CPU], 4)  # the session that runs: CPU, every core
+    assert embedder._session.get_session_options().intra_op_num_threads == 4
+    vectors = embedder.embed([np.zeros((8, 8, 3), np.uint8)])
+    assert vectors.shape == (1, 3)
+
+
+def test_tensorrt_gets_an_engine_cache_and_a_fixed_profile(gpu_build_without_gpu, tmp_path):
+    model, sessions = gpu_build_without_gpu
+    with pytest.warns(ProviderFallbackWarning):
+        Embedder(model, threads=2, batch_size=8)
+    gpu_session = next(providers for providers, _ in sessions.created if providers != [CPU])
+    name, options = gpu_session[0]
+    assert name == TENSORRT and gpu_session[1:] == [CUDA, CPU]
+    engines = tmp_path / "cache" / "tensorrt"
+    assert engines.is_dir()
+    assert options == {
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(engines),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(engines),
+        "trt_profile_min_shapes": "pixels:1x3x8x8",
+        "trt_profile_opt_shapes": "pixels:8x3x8x8",
+        "trt_profile_max_shapes": "pixels:8x3x8x8",
+    }

@@ -341,6 +341,7 @@ def test_low_precision_search_is_exact_on_the_decoded_vectors(dtype, metric, mon
     np.testing.assert_array_equal(distances, expected_distances)
 
 
+@pytest.mark.filterwarnings("ignore:the int8 quantiser was fitted on")  # small test data
 @pytest.mark.parametrize("dtype", DTYPES[1:])
 def test_low_precision_block_merge_keeps_the_tie_rule(dtype, monkeypatch):
     monkeypatch.setattr(_stored_rows, "DECODE_BLOCK_BYTES", 3 * 4 * 4)  # 4 rows a block
@@ -395,13 +396,47 @@ def test_float16_rejects_values_beyond_its_range():
     assert len(index) == 0
 
 
-def test_int8_quantiser_is_fitted_on_the_first_add_and_clips_later_values():
+def test_int8_quantiser_widens_for_later_values_instead_of_clipping_them():
     first = np.array([[0.0, -1.0], [2.55, 1.0]], np.float32)
     index = Index(2, metric="l2", dtype="int8")
-    index.add(first)
+    with pytest.warns(UserWarning, match="fitted on 2 vector"):
+        index.add(first)
     np.testing.assert_allclose(index.get([0, 1]), first, atol=1e-6)
     index.add([[1.0, 0.0]])
     np.testing.assert_allclose(index.get(2), [1.0, 0.0], atol=0.5 * 2 / 255 + 1e-6)
-    with pytest.warns(UserWarning, match="2 value\\(s\\) fell outside the int8 quantiser range"):
-        index.add([[5.0, -7.0]])
-    np.testing.assert_allclose(index.get(3), [2.55, -1.0], atol=1e-6)
+    index.add([[5.0, -7.0]])  # outside the fitted range: widened, stored rows re-encoded
+    step = index._snapshot.codec.step
+    np.testing.assert_allclose(index.get([0, 1, 2, 3]), np.vstack([first, [[1.0, 0.0], [5.0, -7.0]]]),
+                               atol=float(step.max()) + 1e-6)  # two roundings at most
+    distances, found = index.search([[5.0, -7.0], [0.0, -1.0]], 4)
+    assert_exact_topk(distances, found, np.array([[5.0, -7.0], [0.0, -1.0]], np.float32),
+                      index.ids, index.get(index.ids), "l2", 4)
+
+def test_int8_first_add_of_one_vector_no_longer_destroys_every_dimension():
+    """A cosine int8 index whose first add is one unit vector: every dimension is constant
+    in that add. Each of 1,000 later vectors must still find itself first."""
+    rng = np.random.default_rng(7)
+    later = rng.standard_normal((1000, 32)).astype(np.float32)
+    index = Index(32, metric="cosine", dtype="int8")
+    with pytest.warns(UserWarning, match="fitted on 1 vector"):
+        index.add(np.eye(32, dtype=np.float32)[:1])
+    ids = index.add(later)
+    _, found = index.search(later, 1)
+    assert np.mean(found[:, 0] == ids) >= 0.98
+
+
+def test_int8_dimension_constant_in_the_first_add_keeps_later_differences():
+    index = Index(2, metric="l2", dtype="int8")
+    with pytest.warns(UserWarning, match="fewer than 256"):
+        index.add([[0.5, 1.0], [0.5, 2.0]])  # dimension 0 constant
+    ids = index.add([[0.7, 1.5], [0.3, 1.5], [0.5, 1.5]])
+    decoded = index.get(ids)[:, 0]
+    step = float(index._snapshot.codec.step[0])
+    assert step <= 2 * 2.0 / 255  # a range about as wide as the data (largest value 2.0)
+    np.testing.assert_allclose(decoded, [0.7, 0.3, 0.5], atol=step)
+    assert len(set(decoded.tolist())) == 3
+
+
+def test_int8_fit_on_enough_vectors_does_not_warn():
+    index = Index(8, metric="l2", dtype="int8")
+    index.add(random_vectors(256, 8, seed=3))  # filterwarnings=error: any warning fails

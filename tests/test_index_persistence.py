@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -75,6 +76,7 @@ def with_metadata_section(data, section):
 # -- round trips ------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:the int8 quantiser was fitted on")  # small test data
 @pytest.mark.parametrize("mmap", [True, False])
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -92,6 +94,7 @@ def test_round_trip(tmp_path, dtype, metric, mmap):
     assert_same_index(Index.load(tmp_path / "again.fridx"), loaded, random_vectors(6, 7, seed=97))
 
 
+@pytest.mark.filterwarnings("ignore:the int8 quantiser was fitted on")  # small test data
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_empty_index_round_trip(tmp_path, dtype):
     Index(3, metric="ip", dtype=dtype).save(tmp_path / "empty.fridx")
@@ -161,7 +164,9 @@ def test_save_creates_no_file_when_it_fails(tmp_path):
 @pytest.fixture
 def saved(tmp_path):
     path = tmp_path / "items.fridx"
-    sample_index(dtype="int8", rows=40).save(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "the int8 quantiser was fitted on")  # 40 rows
+        sample_index(dtype="int8", rows=40).save(path)
     return path, path.read_bytes()
 
 
@@ -387,3 +392,31 @@ def test_mapped_load_of_a_large_index_is_fast_and_uses_little_memory(tmp_path):
     assert count == rows and first == 0
     # Memory, not time: how fast the load is belongs to benchmarks/bench_index.py.
     assert resident_growth < 64 * 2**20  # ids and norms (24 MiB) plus slack, not 1 GiB
+
+
+# -- hardening: duplicate JSON keys, permission bits ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        b'{"attributes":{},"attributes":{},"items":{}}',
+        b'{"attributes":{"model":"a","model":"b"},"items":{}}',
+        b'{"attributes":{},"items":{"3":1,"3":2}}',
+        b'{"attributes":{},"items":{"3":{"path":"a.jpg","path":"b.jpg"}}}',
+    ],
+)
+def test_duplicate_json_keys_in_the_metadata_raise_index_format_error(tmp_path, saved, section):
+    _, data = saved
+    for mmap in (True, False):
+        with pytest.raises(IndexFormatError, match="duplicate key"):
+            load_bytes(tmp_path, with_metadata_section(data, section), mmap=mmap)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])
+def test_saving_over_an_index_keeps_its_permission_bits(tmp_path, mode):
+    path = tmp_path / "items.fridx"
+    sample_index(rows=10).save(path)
+    path.chmod(mode)
+    Index.load(path, mmap=False).save(path)
+    assert path.stat().st_mode & 0o7777 == mode

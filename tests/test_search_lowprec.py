@@ -51,6 +51,7 @@ def test_int8_far_from_the_origin_stays_exact(kernel_path, metric):
         assert_matches_oracle(batch, decoded, 7, metric, distances, found)
 
 
+@pytest.mark.filterwarnings("ignore:the int8 quantiser was fitted on")  # small test data
 @pytest.mark.parametrize("dtype", LOW_PRECISION)
 def test_equal_stored_rows_rank_the_earlier_one_first(kernel_path, dtype, monkeypatch):
     # Small decode blocks, so the Numba and NumPy paths merge blocks too.

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _backend
+from ._stored_rows import DECODE_BLOCK_BYTES
 from .index_format import (
     IndexFormatError,
     encode_metadata,
@@ -79,6 +80,7 @@ class _Snapshot:
     norms: np.ndarray  # (count,) float32 squared norms of the decoded rows
     ids: np.ndarray  # (count,) int64
     version: int
+    codec: object  # the storage codec the codes were made with (int8: its quantiser)
 
 
 def _read_only(array):
@@ -233,7 +235,14 @@ class Index:
                 given_ids = self._auto_ids(len(rows))
             if len(rows) == 0:
                 return given_ids
-            codec = self._codec if self._codec.fitted else self._codec.fitted_to(rows)
+            codec, reencoded = self._codec, None
+            if not codec.fitted:
+                codec = codec.fitted_to(rows)
+            elif not codec.covers(rows):
+                # int8 values beyond the fitted range: widen it and re-encode what is
+                # stored, rather than clip (which would silently merge distinct values).
+                codec = codec.widened_to(rows)
+                reencoded = self._reencoded(codec)
             codes = codec.encode(rows)
             with np.errstate(over="ignore"):  # an overflow is reported just below
                 norms = _sqnorms(codec.decode(codes))
@@ -243,6 +252,8 @@ class Index:
                     f"vecs row {int(np.argmax(overflow))} has a squared norm beyond the "
                     "float32 range"
                 )
+            if reencoded is not None:
+                self._buffers = reencoded
             self._codec = codec
             self._store(codes, norms, given_ids)
             if not self._metadata and all(value is None for value in values):
@@ -310,7 +321,7 @@ class Index:
             distances = np.full((n, k), pad_distance(self._metric), np.float32)
             found_ids = np.full((n, k), -1, np.int64)
             return (distances[0], found_ids[0]) if single else (distances, found_ids)
-        codec = self._codec
+        codec = snapshot.codec
         distances, positions = knn(
             queries, snapshot.codes, k, self._metric, threads,
             database_sqnorms=snapshot.norms, storage=self._dtype,
@@ -329,7 +340,8 @@ class Index:
             positions = self._position_map()
             rows = [_position_of(positions, i) for i in wanted.tolist()]
             codes = self._snapshot.codes[rows]
-        vectors = self._codec.decode(codes)
+            codec = self._snapshot.codec
+        vectors = codec.decode(codes)
         return vectors[0] if single else vectors
 
     def get_metadata(self, ids):
@@ -398,7 +410,8 @@ class Index:
         if version is None:
             version = self._snapshot.version + 1
         self._snapshot = _Snapshot(
-            _read_only(codes[:count]), _read_only(norms[:count]), _read_only(ids[:count]), version
+            _read_only(codes[:count]), _read_only(norms[:count]), _read_only(ids[:count]), version,
+            self._codec,
         )
 
     def _allocate(self, capacity):
@@ -422,8 +435,7 @@ class Index:
     def _store(self, codes, norms, new_ids):
         """Write rows for ``new_ids`` (replacing present ones) and publish."""
         positions = self._position_map()
-        snapshot = self._snapshot
-        count = len(snapshot.ids)
+        count = len(self._snapshot.ids)
         existing = np.array([positions.get(i, -1) for i in new_ids.tolist()], np.int64)
         replaced = existing >= 0
         appended = ~replaced
@@ -435,8 +447,8 @@ class Index:
         if not in_place:
             # Copy-on-write: readers of the current snapshot keep the old buffers intact.
             buffers = self._allocate(_capacity_for(total))
-            for new, old in zip(buffers, (snapshot.codes, snapshot.norms, snapshot.ids)):
-                new[:count] = old
+            for new, old in zip(buffers, self._buffers):
+                new[:count] = old[:count]
         targets = existing.copy()
         targets[appended] = np.arange(count, total)
         # Pure appends fill one contiguous range: a slice copy, much faster than scattering.
@@ -446,6 +458,22 @@ class Index:
         self._buffers = buffers
         positions.update(zip(new_ids[appended].tolist(), targets[appended].tolist()))
         self._publish(total)
+
+    def _reencoded(self, codec):
+        """New buffers holding the live rows re-encoded with ``codec`` (and their norms),
+        converted one bounded block at a time. Private until published: readers keep the
+        old buffers and the old codec together in their snapshot."""
+        snapshot = self._snapshot
+        count = len(snapshot.ids)
+        codes, norms, ids = self._allocate(_capacity_for(count))
+        block_rows = max(1, DECODE_BLOCK_BYTES // (4 * self._dim))
+        for start in range(0, count, block_rows):
+            stop = min(start + block_rows, count)
+            rows = codec.encode(snapshot.codec.decode(snapshot.codes[start:stop]))
+            codes[start:stop] = rows
+            norms[start:stop] = _sqnorms(codec.decode(rows))
+        ids[:count] = snapshot.ids
+        return codes, norms, ids
 
 
 def _sqnorms(rows):

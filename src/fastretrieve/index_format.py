@@ -51,6 +51,7 @@ import json
 import mmap as mmap_module
 import os
 import secrets
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -153,6 +154,7 @@ def write_index(path, *, dim, metric, dtype, next_auto_id, vectors, norms, ids, 
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(descriptor, "wb") as file:
+            _keep_permissions(file.fileno(), path)
             table = []
             file.write(bytes(HEADER_SIZE))  # placeholder until the checksums are known
             for offset, payload in zip(offsets, payloads):
@@ -175,6 +177,17 @@ def write_index(path, *, dim, metric, dtype, next_auto_id, vectors, norms, ids, 
             pass
         raise
     _fsync_directory(directory)
+
+
+def _keep_permissions(descriptor, path):
+    """Give the new file the permission bits of the file it replaces, so that re-saving a
+    private (0600) index never makes it readable by others."""
+    try:
+        existing = os.stat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(existing.st_mode):
+        os.fchmod(descriptor, stat.S_IMODE(existing.st_mode))
 
 
 def _header(dim, metric, dtype, count, next_auto_id, table):
@@ -423,12 +436,28 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _object_without_duplicate_keys(pairs):
+    """A JSON object as a dict, refusing repeated member names: Python's parser keeps the
+    last one silently, so two readers of one file could disagree about its content."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r} in a JSON object")
+            seen.add(key)
+    return obj
+
+
 def _parse_metadata(raw, ids):
     """The metadata section decoded and validated: ``(attributes, {id: JSON value})``."""
     try:
         # NaN and Infinity are accepted by Python's parser but are not JSON, and a file
         # holding them could be loaded but never saved again.
-        decoded = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        decoded = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant,
+            object_pairs_hook=_object_without_duplicate_keys,
+        )
     except (ValueError, RecursionError) as error:  # includes JSON and UTF-8 errors
         raise IndexFormatError(f"the metadata section is not valid JSON: {error}") from None
     if not isinstance(decoded, dict):

@@ -6,12 +6,17 @@ the threshold. Each image's ``--neighbors`` nearest images are found with
 excluded), the pairs at or above the threshold are kept, and a group is a connected
 component of those pairs -- so copies of copies join one group, and a group may grow
 beyond ``neighbors + 1`` images through chains. Memory is the vectors plus ``N x
-neighbors`` results: no N x N matrix, so 100,000 images at 576 dimensions need about
-0.3 GB.
+neighbors`` results: no N x N matrix, and no copy of the vectors: the self-join runs one
+block of `QUERY_BLOCK_ROWS` queries at a time against the stored rows (an index's are
+memory-mapped, normalised and possibly int8; folder vectors are unit rows searched by
+inner product in place). Measured peak resident memory (benchmarks/bench_dedup_memory.py)
+at 576 dimensions: 1M images 3.0-3.2 GiB, about 1.45 x the float32 vectors; 100k images
+0.41 GiB, where the interpreter and libraries (~80 MB) and the parsed metadata weigh more.
 
 The threshold depends on the model; `DEFAULT_THRESHOLDS` holds one per built-in model,
 each measured by ``benchmarks/bench_cli_dedup_threshold.py MODEL`` (BENCHMARKS.md has
-the figures of the CNNs). For the built-in "classic" model the default, 0.98, comes from ``benchmarks/bench_cli_dedup_threshold.py`` (15
+the figures of the CNNs). For the built-in "classic" model the default, 0.98, comes from
+``benchmarks/bench_cli_dedup_threshold.py`` (15
 photos and 73 distractor images of scikit-image's data, 3,828 distinct pairs): at 0.98
 every JPEG re-compression (quality 30-90), 50 % resize and brightness or contrast change
 of 20 % of every photo is found, and 14 of 15 copies resized to 25 % or cropped to 85 %
@@ -41,7 +46,7 @@ from ..embed import DEFAULT_MODEL
 from ..distributed import is_manifest
 from .distributed import vectors_of_manifest
 from .errors import SkipReport, UsageError
-from .files import find_images
+from .files import add_follow_links_argument, find_images
 from .image_index import load_index, model_spec
 from .indexing import add_embedder_arguments, embedder_options, positive_int
 from .output import FORMATS, write_rows
@@ -66,17 +71,37 @@ Higher finds fewer, closer copies; lower also finds looser edits (and more false
 COLUMNS = ["group", "size", "path", "similarity"]
 
 
-def duplicate_groups(vectors: np.ndarray, threshold: float, neighbors: int = DEFAULT_NEIGHBORS):
-    """Groups of rows of ``vectors`` whose cosine similarity chains reach ``threshold``.
+QUERY_BLOCK_ROWS = 4096  # queries per search call: the only copy of vectors dedup makes
 
-    Returns ``(groups, best)``: ``groups`` a list of lists of row numbers (each of two or
-    more rows, largest group first), ``best[i]`` the similarity of row ``i`` to its
-    nearest other row.
+
+def nearest_others(search_block, count: int, neighbors: int):
+    """The k-NN graph of ``count`` stored vectors, each row's own match excluded, computed
+    one block of query rows at a time so that no copy of the whole database is made.
+
+    ``search_block(start, stop, k)`` returns ``(similarities, rows)`` of the k nearest
+    stored rows to rows ``start:stop``, best first, ties by lower row (as every search
+    here does). Returns ``(similarities, rows)`` of shape (count, neighbors).
     """
-    count = len(vectors)
-    if count < 2:
-        return [], np.full(count, -np.inf, np.float32)
-    similarities, neighbours = search(vectors, min(neighbors, count - 1), metric="cosine")
+    similarities = np.empty((count, neighbors), np.float32)
+    found = np.empty((count, neighbors), np.int64)
+    for start in range(0, count, QUERY_BLOCK_ROWS):
+        stop = min(start + QUERY_BLOCK_ROWS, count)
+        block_similarities, block_rows = search_block(start, stop, neighbors + 1)
+        own = block_rows == np.arange(start, stop)[:, None]
+        # Drop each row's own match; a row tied with more than k others ahead of it (equal
+        # vectors, lower rows first) has no own match among k + 1: drop its last instead.
+        own[~own.any(axis=1), -1] = True
+        keep = ~own
+        similarities[start:stop] = block_similarities[keep].reshape(stop - start, neighbors)
+        found[start:stop] = block_rows[keep].reshape(stop - start, neighbors)
+    return similarities, found
+
+
+def duplicate_groups(similarities: np.ndarray, neighbours: np.ndarray, threshold: float):
+    """Groups of rows whose similarity chains reach ``threshold``, from the k-NN graph
+    (`nearest_others`): a list of lists of row numbers (each of two or more rows, largest
+    group first)."""
+    count = len(similarities)
     parent = np.arange(count)
 
     def root(row):
@@ -89,14 +114,35 @@ def duplicate_groups(vectors: np.ndarray, threshold: float, neighbors: int = DEF
     for row, other in zip(rows.tolist(), neighbours[rows, columns].tolist()):
         parent[root(row)] = root(other)
     members: dict[int, list[int]] = {}
-    for row in range(count):
+    for row in sorted(set(rows.tolist()) | set(neighbours[rows, columns].tolist())):
         members.setdefault(root(row), []).append(row)
-    groups = sorted((rows for rows in members.values() if len(rows) > 1), key=lambda g: (-len(g), g[0]))
-    return groups, similarities[:, 0]
+    return sorted((rows for rows in members.values() if len(rows) > 1), key=lambda g: (-len(g), g[0]))
 
 
-def _vectors_of_folder(args, skips):
-    paths = find_images(args.source, recursive=args.recursive)
+def _graph_of_vectors(vectors: np.ndarray, neighbors: int):
+    """The k-NN graph of unit (or zero) rows: inner product is their cosine similarity,
+    and an ip search reads the float32 matrix in place."""
+    def search_block(start, stop, k):
+        return search(vectors[start:stop], k, database=vectors, metric="ip")
+    return nearest_others(search_block, len(vectors), neighbors)
+
+
+def _graph_of_index(index, neighbors: int):
+    """The k-NN graph of a cosine index, searching its stored (normalised, possibly
+    memory-mapped, possibly int8) rows in place; only a block of queries is decoded."""
+    ids = index.ids
+    order = np.argsort(ids, kind="stable")
+
+    def search_block(start, stop, k):
+        similarities, found_ids = index.search(index.get(ids[start:stop]), k)
+        rows = order[np.searchsorted(ids, found_ids, sorter=order)] if len(ids) else found_ids
+        return similarities, np.where(found_ids >= 0, rows, -1)
+    return nearest_others(search_block, len(ids), neighbors)
+
+
+def _graph_of_folder(args, skips):
+    paths = find_images(args.source, recursive=args.recursive, follow_links=args.follow_links,
+                        skips=skips)
     embedder = Embedder(model_spec(args.model or DEFAULT_MODEL), **embedder_options(args))
     kept, vectors = [], []
     with ProgressBar(len(paths), "embedding", enabled=not args.quiet) as bar:
@@ -108,18 +154,29 @@ def _vectors_of_folder(args, skips):
             else:
                 skips.add(result.source, result.error)
     matrix = np.stack(vectors) if vectors else np.zeros((0, embedder.dim), np.float32)
-    return kept, matrix, args.model or DEFAULT_MODEL
+    return _graph_of_matrix(kept, matrix, args.model or DEFAULT_MODEL, args.neighbors)
 
 
-def _vectors_of_index(args):
+def _graph_of_matrix(paths, matrix, model, neighbors):
+    """(count, k-NN graph or None, path of a row, model) of unit rows held in memory."""
+    neighbors = min(neighbors, len(paths) - 1)
+    graph = _graph_of_vectors(matrix, neighbors) if neighbors >= 1 else None
+    return len(paths), graph, paths.__getitem__, model
+
+
+def _graph_of_index_file(args):
     if is_manifest(args.source[0]):
-        return vectors_of_manifest(args.source[0])
+        return _graph_of_matrix(*vectors_of_manifest(args.source[0]), args.neighbors)
     index, record = load_index(args.source[0])
     ids = index.ids
-    paths = [meta["path"] for meta in index.get_metadata(ids.tolist())]
+    neighbors = min(args.neighbors, len(ids) - 1)
+    graph = _graph_of_index(index, neighbors) if neighbors >= 1 else None
+
+    def path_of(row):
+        return index.get_metadata(int(ids[row]))["path"]
     # A whitened index has other similarities: no measured default threshold applies.
     model = record["model"] + (" (whitened)" if "whitening" in record else "")
-    return paths, index.get(ids), model
+    return len(ids), graph, path_of, model
 
 
 def add_parser(add_command) -> None:
@@ -137,6 +194,7 @@ def add_parser(add_command) -> None:
                         help=f"neighbours examined per image (default: {DEFAULT_NEIGHBORS})")
     parser.add_argument("--format", choices=FORMATS, default="table")
     parser.add_argument("-r", "--recursive", action="store_true", help="include subfolders of DIR")
+    add_follow_links_argument(parser)
     parser.add_argument("--model", help=f"model for folders (default: {DEFAULT_MODEL}); an index uses its own")
     add_embedder_arguments(parser)
     parser.set_defaults(run=run)
@@ -148,7 +206,7 @@ def run(args) -> int:
     from_index = len(args.source) == 1 and os.path.isfile(args.source[0])
     if from_index and args.model:
         raise UsageError("--model applies to folders; an index is compared with its own model")
-    paths, vectors, model = _vectors_of_index(args) if from_index else _vectors_of_folder(args, skips)
+    count, graph, path_of, model = _graph_of_index_file(args) if from_index else _graph_of_folder(args, skips)
     threshold = args.threshold
     if threshold is None:
         if model not in DEFAULT_THRESHOLDS:
@@ -157,16 +215,17 @@ def run(args) -> int:
                 "measure it on a few known duplicates)"
             )
         threshold = DEFAULT_THRESHOLDS[model]
-    groups, best = duplicate_groups(vectors, threshold, args.neighbors)
+    groups = duplicate_groups(*graph, threshold) if graph is not None else []
+    best = graph[0][:, 0] if graph is not None else None
     rows = [
-        {"group": number, "size": len(group), "path": paths[row], "similarity": float(best[row])}
+        {"group": number, "size": len(group), "path": path_of(row), "similarity": float(best[row])}
         for number, group in enumerate(groups, start=1) for row in group
     ]
     document = {
         "threshold": threshold,
-        "images": len(paths),
+        "images": count,
         "groups": [
-            {"group": number, "paths": [paths[row] for row in group],
+            {"group": number, "paths": [path_of(row) for row in group],
              "similarities": [float(best[row]) for row in group]}
             for number, group in enumerate(groups, start=1)
         ],
@@ -174,6 +233,6 @@ def run(args) -> int:
     write_rows(rows, COLUMNS, args.format, document=document)
     if not args.quiet:
         duplicates = sum(len(group) - 1 for group in groups)
-        print(f"{len(groups)} groups, {duplicates} duplicates among {len(paths)} images "
+        print(f"{len(groups)} groups, {duplicates} duplicates among {count} images "
               f"(threshold {threshold})", file=sys.stderr)
     return skips.exit_code()

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import Embedder, search
 from .errors import SkipReport, UsageError
-from .files import find_images
+from .files import add_follow_links_argument, find_images
 from ..embed import DEFAULT_MODEL, Whitening
 from .indexing import MODEL_CHOICES, add_embedder_arguments, embedder_options, positive_int
 from .image_index import model_spec
@@ -85,14 +85,32 @@ def summarise(labels, metrics: dict[str, np.ndarray]) -> list[dict]:
     return rows
 
 
-def _labelled_images(folder):
-    """(paths, class names) of the images in the class subfolders of ``folder``."""
+def _labelled_images(folder, follow_links: bool, skips):
+    """(paths, class names) of the images in the class subfolders of ``folder``.
+
+    A class folder that is a symbolic link is used only with ``follow_links``, and never
+    when it leads back to ``folder`` or above it (a loop); odd subfolders inside a class
+    are handled by `find_images` and reported to ``skips``."""
     if not os.path.isdir(folder):
         raise UsageError(f"{folder} is not a folder of class subfolders")
-    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    top = os.path.realpath(folder)
+    classes = []
+    for entry in sorted(os.scandir(folder), key=lambda entry: entry.name):
+        if entry.is_dir(follow_symlinks=False):
+            classes.append(entry.name)
+        elif entry.is_symlink() and os.path.isdir(entry.path):
+            target = os.path.realpath(entry.path)
+            if not follow_links:
+                skips.add(entry.path, "symbolic link to a folder, not followed (pass "
+                          "--follow-links to follow links)")
+            elif os.path.commonpath([target, top]) == target:
+                skips.add(entry.path, f"symlink loop: leads back to {target}")
+            else:
+                classes.append(entry.name)
     paths, labels = [], []
     for name in classes:
-        found = find_images([os.path.join(folder, name)], recursive=True)
+        found = find_images([os.path.join(folder, name)], recursive=True,
+                            follow_links=follow_links, skips=skips)
         paths += found
         labels += [name] * len(found)
     if len(paths) < 2:
@@ -114,15 +132,16 @@ def add_parser(add_command) -> None:
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--whitening", action="store_true",
                         help="also report the figures after whitening learned from the folder's vectors")
+    add_follow_links_argument(parser)
     add_embedder_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     """Run ``fastretrieve evaluate``."""
-    paths, labels = _labelled_images(args.folder)
-    embedder = Embedder(model_spec(args.model), **embedder_options(args))
     skips = SkipReport(None)
+    paths, labels = _labelled_images(args.folder, args.follow_links, skips)
+    embedder = Embedder(model_spec(args.model), **embedder_options(args))
     kept_labels, vectors = [], []
     with ProgressBar(len(paths), "embedding", enabled=not args.quiet) as bar:
         for label, result in zip(labels, embedder.embed_paths(paths)):

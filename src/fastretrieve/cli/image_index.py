@@ -74,10 +74,28 @@ def load_index(index_path, *, mmap: bool = True) -> tuple[Index, dict]:
 
 
 def open_embedder(record: dict, index_path, model: str | None = None, **options) -> Embedder:
-    """An embedder for querying an index: the model it was built with, or ``model`` if
-    given -- refused unless it produces exactly the same vectors (same fingerprint)."""
-    spec = model_spec(model) if model else record["model"]
-    embedder = Embedder(spec, **options)
+    """An embedder for querying or updating an index: the model it was built with, or
+    ``model`` if given -- refused unless it produces exactly the same vectors (same
+    fingerprint).
+
+    An index file is not trusted to choose what runs: without ``model`` only a built-in
+    model it names is used. A URL or a file path it names must be given on the command
+    line (``--model``); a URL given there is downloaded over https and must match the
+    sha256 the index records before anything parses it.
+    """
+    if model:
+        spec = model_spec(model)
+        pin = _recorded_sha256(record, index_path) if "://" in spec else None
+    elif record["model"] in BUILTIN_MODEL_NAMES:
+        spec, pin = record["model"], None
+    else:
+        raise CommandError(
+            f"{index_path} was built with model {record['model']!r}; an index file never "
+            "decides which model file is fetched or run: pass it yourself with --model "
+            "(a local copy of that file, or its https URL, checked against the sha256 the "
+            "index records)"
+        )
+    embedder = Embedder(spec, sha256=pin, **options)
     if embedder.fingerprint != record["fingerprint"]:
         raise CommandError(
             f"{index_path} was built with model {record['model']!r} "
@@ -99,6 +117,19 @@ def whitening_of(record: dict, index_path) -> Whitening | None:
         return Whitening.from_record(stored)
     except ValueError as error:
         raise CommandError(f"{index_path}: {error}") from None
+
+
+def _recorded_sha256(record: dict, index_path) -> str:
+    """The model file's sha256 that the index records: the pin of a downloaded model."""
+    settings = record.get("settings")
+    pin = settings.get("model_sha256") if isinstance(settings, dict) else None
+    if not (isinstance(pin, str) and len(pin) == 64
+            and all(c in "0123456789abcdef" for c in pin)):
+        raise CommandError(
+            f"{index_path} records no sha256 of its model file, so a model URL cannot be "
+            "checked against it: download the model yourself and pass its local path with --model"
+        )
+    return pin
 
 
 def entries_by_path(index: Index) -> dict[str, tuple[int, dict]]:

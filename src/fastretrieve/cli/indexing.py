@@ -29,13 +29,14 @@ from ..quantize import STORAGE_DTYPES
 from ..embed import BUILTIN_MODEL_NAMES, DEFAULT_MODEL
 from . import distributed
 from .errors import EXIT_OK, EXIT_PARTIAL, SkipReport
-from .files import content_hash, file_state, find_images
+from .files import add_follow_links_argument, content_hash, file_state, find_images
 from .image_index import entries_by_path, load_index, model_spec, new_image_index, open_embedder, whitening_of
 from .progress import ProgressBar
 
 DEFAULT_CHECKPOINT_SECONDS = 60.0
 SAVE_TIME_FRACTION = 0.1  # checkpoints may take at most this share of the run
 TEST_DELAY_VARIABLE = "FASTRETRIEVE_TEST_BATCH_DELAY"
+INT8_FIT_ROWS = 1024  # images embedded before a new int8 index's quantiser is fitted
 
 EXAMPLES = """\
 examples:
@@ -136,9 +137,10 @@ def plan_update(paths: list[str], known: dict[str, tuple[int, dict]], skips: Ski
 class Checkpoints:
     """Saves the index atomically when a checkpoint is due (see the module docstring)."""
 
-    def __init__(self, index: Index, path, every_seconds: float):
+    def __init__(self, index: Index, path, every_seconds: float, skips: SkipReport):
         self.index = index
         self.path = path
+        self.skips = skips
         self.every_seconds = every_seconds
         self._last_save = time.monotonic()
         self._last_duration = 0.0
@@ -151,7 +153,9 @@ class Checkpoints:
             self.save()
 
     def save(self) -> None:
-        """Save now, unless nothing changed since the last save."""
+        """Save the index (unless nothing changed since the last save) and the report of
+        skipped files, each atomically."""
+        self.skips.save()
         if self.index.version == self._saved_version:
             return
         start = time.monotonic()
@@ -167,6 +171,7 @@ def update_index(
     *,
     model: str | None = None,
     recursive: bool = False,
+    follow_links: bool = False,
     dtype: str = "float32",
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
     errors_path=None,
@@ -184,9 +189,9 @@ def update_index(
     start = time.monotonic()
     index_path = os.fspath(index_path)
     options = embedder_options or {}
-    paths = find_images(roots, recursive=recursive)
     skips = SkipReport(errors_path or index_path + ".errors.jsonl")
     try:
+        paths = find_images(roots, recursive=recursive, follow_links=follow_links, skips=skips)
         if os.path.exists(index_path):
             index, record = load_index(index_path)
             embedder = open_embedder(record, index_path, model, **options)
@@ -199,7 +204,7 @@ def update_index(
             index = new_image_index(spec, embedder, dtype)
             whitening, known = None, {}
         plan = plan_update(paths, known, skips)
-        checkpoints = Checkpoints(index, index_path, checkpoint_seconds)
+        checkpoints = Checkpoints(index, index_path, checkpoint_seconds, skips)
         if plan.stale_ids:
             index.remove(plan.stale_ids)
         if plan.refreshed:
@@ -227,11 +232,15 @@ def _embed_into(index, embedder, states, skips, checkpoints, show_progress, whit
     delay = float(os.environ.get(TEST_DELAY_VARIABLE, "0") or 0)
     vectors, metadata = [], []
     embedded = 0
+    # An int8 index fits its quantiser on its first add: make that add a broad sample of
+    # the folder, not one inference batch.
+    first_add_rows = INT8_FIT_ROWS if index.dtype == "int8" and len(index) == 0 else 0
 
-    def add_pending():
-        nonlocal embedded
-        if not vectors:
+    def add_pending(final=False):
+        nonlocal embedded, first_add_rows
+        if not vectors or (len(vectors) < first_add_rows and not final):
             return
+        first_add_rows = 0
         # Taken out of the pending lists first: a Ctrl-C inside add() loses this batch
         # (the next run embeds it again) rather than adding it twice.
         batch, batch_metadata = vectors[:], metadata[:]
@@ -242,7 +251,7 @@ def _embed_into(index, embedder, states, skips, checkpoints, show_progress, whit
         if delay:
             time.sleep(delay)
 
-    results = embedder.embed_paths(state["path"] for state in states)
+    results = embedder.embed_paths((state["path"] for state in states), sha256=True)
     with ProgressBar(len(states), "indexing", enabled=show_progress) as bar:
         try:
             for state, result in zip(states, results):
@@ -250,21 +259,16 @@ def _embed_into(index, embedder, states, skips, checkpoints, show_progress, whit
                 if not result.ok:
                     skips.add(state["path"], result.error)
                     continue
-                try:
-                    digest = content_hash(state["path"])
-                except OSError as error:  # deleted or made unreadable since it was decoded
-                    skips.add(state["path"], error.strerror or str(error))
-                    continue
                 vectors.append(result.vector)
-                metadata.append({**state, "sha256": digest})
+                metadata.append({**state, "sha256": result.sha256})
                 if len(vectors) >= embedder.batch_size:
                     add_pending()
                     checkpoints.save_if_due()
         except KeyboardInterrupt:
-            add_pending()  # keep what was embedded: the next run resumes from here
+            add_pending(final=True)  # keep what was embedded: the next run resumes from here
             checkpoints.save()
             raise
-        add_pending()
+        add_pending(final=True)
     return embedded
 
 
@@ -281,6 +285,7 @@ def add_parser(add_command) -> None:
     parser.add_argument("--model", help=f"{MODEL_CHOICES}; default for a new index: {DEFAULT_MODEL}, "
                         "for an existing index: its own model")
     parser.add_argument("-r", "--recursive", action="store_true", help="include subfolders")
+    add_follow_links_argument(parser)
     add_embedder_arguments(parser)
     parser.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
                         help="storage precision of a new index (default: float32)")
@@ -334,6 +339,7 @@ def run(args) -> int:
         return distributed.run_index(args, embedder_options(args))
     summary = update_index(
         args.folders, args.output, model=args.model, recursive=args.recursive,
+        follow_links=args.follow_links,
         dtype=args.dtype, checkpoint_seconds=args.checkpoint_every, errors_path=args.errors,
         show_progress=not args.quiet, embedder_options=embedder_options(args),
     )

@@ -2,8 +2,9 @@
 
 Every failure is an :class:`ImageDecodeError` whose message is a short, human reason
 ("empty file", "truncated image", "not an image", "is a directory", ...), so a caller
-embedding a folder can record it and move on. Nothing here can block: only regular
-files are opened (a FIFO would wait forever for a writer), and the pixel count is
+embedding a folder can record it and move on. Nothing here can block: files are opened
+non-blocking and read only when ``fstat`` of the open descriptor says they are regular
+(a FIFO would wait forever for a writer), each file is read once, and the pixel count is
 checked from the header before any pixel is decoded.
 """
 
@@ -13,7 +14,6 @@ import errno
 import io
 import os
 import stat
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -56,24 +56,22 @@ def load_rgb(source, *, max_pixels: int, draft_size: tuple[int, int] | None = No
             raise ImageDecodeError("empty input")
         return _decode(io.BytesIO(source), max_pixels, draft_size)
     if isinstance(source, (str, os.PathLike)):
-        with _open_regular_file(Path(source)) as file:
-            return _decode(file, max_pixels, draft_size)
+        return _decode(io.BytesIO(read_image_file(source)), max_pixels, draft_size)
     raise ImageDecodeError(
         f"unsupported input type {type(source).__name__}; "
         "expected a path, bytes, a PIL image or a uint8 array"
     )
 
 
-def _open_regular_file(path: Path):
+def read_image_file(path) -> bytes:
+    """The bytes of the regular file at ``path``, read once, or :class:`ImageDecodeError`.
+
+    The file is opened non-blocking and checked with ``fstat`` on the open descriptor, so
+    a file swapped for a FIFO (or a device) after a directory listing is refused, never
+    waited on: the check and the read concern the same file.
+    """
     try:
-        info = path.stat()
-        if stat.S_ISDIR(info.st_mode):
-            raise ImageDecodeError("is a directory")
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageDecodeError("not a regular file")
-        if info.st_size == 0:
-            raise ImageDecodeError("empty file")
-        return open(path, "rb")
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ImageDecodeError("file not found") from None
     except PermissionError:
@@ -81,7 +79,27 @@ def _open_regular_file(path: Path):
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise ImageDecodeError("symlink loop (too many levels of symbolic links)") from None
+        if error.errno == errno.EISDIR:
+            raise ImageDecodeError("is a directory") from None
         raise ImageDecodeError(f"cannot open: {error.strerror or error}") from None
+    try:
+        info = os.fstat(descriptor)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageDecodeError("is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageDecodeError("not a regular file")
+        if info.st_size == 0:
+            raise ImageDecodeError("empty file")
+        os.set_blocking(descriptor, True)  # a regular file: plain reads from here on
+        with os.fdopen(descriptor, "rb", closefd=False) as file:
+            data = file.read()
+    except OSError as error:
+        raise ImageDecodeError(f"cannot read: {error.strerror or error}") from None
+    finally:
+        os.close(descriptor)
+    if not data:
+        raise ImageDecodeError("empty file")
+    return data
 
 
 def _decode(file, max_pixels: int, draft_size) -> Image.Image:

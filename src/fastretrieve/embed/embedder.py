@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -14,9 +15,9 @@ from PIL import Image
 
 from .._backend import default_threads
 from . import providers as provider_choice
-from .decode import describe_source, load_rgb
 from .builtin import DEFAULT_MODEL, builtin_model_path, is_builtin
-from .download import ModelDownloadError, file_sha256, resolve_model
+from .decode import describe_source, load_rgb, read_image_file
+from .download import ModelDownloadError, cache_dir, file_sha256, resolve_model
 from .model import ModelError, read_sidecar, read_signature, resolve_preprocessing
 from .pipeline import EmbedResult, stream_embeddings
 from .preprocess import draft_size, preprocess
@@ -113,17 +114,26 @@ class Embedder:
         # when both have work. Measured on 2 cores (BENCHMARKS.md), 1 decode + 2 inference
         # threads beat a strict 1 + 1 split by 1.6-1.9x for both the classic and a
         # ResNet-50-sized model.
-        self.decode_threads = decode_threads or (total_threads if uses_gpu else max(1, total_threads // 2))
+        cpu_decode_threads = decode_threads or max(1, total_threads // 2)
+        self.decode_threads = (decode_threads or total_threads) if uses_gpu else cpu_decode_threads
         self.inference_threads = 1 if uses_gpu else total_threads
-        self._session = self._create_session(requested)
-        self.providers: list[str] = self._session.get_providers()
-        self.provider: str = provider_choice.check_active(device, requested, self.providers)
-        self._bind_device = "cuda" if provider_choice.uses_gpu_memory(self.provider) else None
-
-        self._signature = read_signature(self._session, output)
         overrides = dict(image_size=image_size, layout=layout, fit=fit, crop_fraction=crop_fraction,
                          interpolation=interpolation, mean=mean, std=std, pixel_scale=pixel_scale,
                          channel_order=channel_order)
+        if providers is None and provider_choice.TENSORRT in map(provider_choice.provider_name, requested):
+            requested = self._with_tensorrt_profile(requested, output, overrides, batch_size)
+        self._session = self._create_session(requested)
+        self.providers: list[str] = self._session.get_providers()
+        self.provider: str = provider_choice.check_active(device, requested, self.providers)
+        if uses_gpu and not provider_choice.uses_gpu_memory(self.provider):
+            # No GPU provider started: the session runs on the CPU with the single thread a
+            # GPU session keeps. Recreate it for the CPU, with the CPU's share of threads.
+            self.inference_threads, self.decode_threads = total_threads, cpu_decode_threads
+            self._session = self._create_session([provider_choice.CPU])
+            self.providers = self._session.get_providers()
+        self._bind_device = "cuda" if provider_choice.uses_gpu_memory(self.provider) else None
+
+        self._signature = read_signature(self._session, output)
         self.preprocessing = resolve_preprocessing(self._signature, read_sidecar(self.model_path), overrides)
         # A model with a fixed batch axis gets exactly that many images per run.
         self.batch_size: int = self._signature.batch_size or batch_size
@@ -138,6 +148,19 @@ class Embedder:
             "preprocessing": self.preprocessing.as_dict(),
         }
         self.fingerprint: str = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()
+
+    def _with_tensorrt_profile(self, requested: list, output, overrides: dict, batch_size: int) -> list:
+        """TensorRT's options need the input's name and shape before its session exists:
+        a CPU session reads them first (only when TensorRT is requested)."""
+        signature = read_signature(self._create_session([provider_choice.CPU]), output)
+        preprocessing = resolve_preprocessing(signature, read_sidecar(self.model_path), overrides)
+        height, width = preprocessing.image_size
+        item_shape = (3, height, width) if preprocessing.layout == "NCHW" else (height, width, 3)
+        engines = cache_dir() / "tensorrt"
+        engines.mkdir(parents=True, exist_ok=True)
+        return provider_choice.with_tensorrt_options(
+            requested, signature.input_name, item_shape, signature.batch_size or batch_size, engines
+        )
 
     def _create_session(self, requested: list) -> ort.InferenceSession:
         options = ort.SessionOptions()
@@ -156,9 +179,16 @@ class Embedder:
         height, width = self.preprocessing.image_size
         return (3, height, width) if self.preprocessing.layout == "NCHW" else (height, width, 3)
 
-    def _prepare(self, source) -> np.ndarray:
+    def _prepare(self, source, hash_files: bool = False) -> tuple[np.ndarray, str | None]:
+        """The model input of one source, and the sha256 of the file bytes decoded when
+        ``hash_files`` and the source is a path (one read serves both: the digest always
+        describes the pixels embedded). Runs in a decode thread; hashlib releases the GIL."""
+        digest = None
+        if hash_files and isinstance(source, (str, os.PathLike)):
+            source = read_image_file(source)
+            digest = hashlib.sha256(source).hexdigest()
         image = load_rgb(source, max_pixels=self.max_pixels, draft_size=self._draft_size)
-        return preprocess(image, self.preprocessing)
+        return preprocess(image, self.preprocessing), digest
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         count = len(batch)
@@ -177,17 +207,21 @@ class Embedder:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), NORM_FLOOR)
         return vectors
 
-    def embed_paths(self, paths: Iterable) -> Iterator[EmbedResult]:
-        """Stream ``EmbedResult(source, vector, error)`` for each path, in input order.
+    def embed_paths(self, paths: Iterable, *, sha256: bool = False) -> Iterator[EmbedResult]:
+        """Stream ``EmbedResult(source, vector, error, sha256)`` for each path, in input order.
 
         Unreadable files are skipped and reported (``error`` says why, ``vector`` is None),
         never raised. ``paths`` may be any iterable, a generator included: it is consumed
         lazily and at most a few batches of decoded images are held at any time, so a
         folder of 100,000 files embeds in bounded memory. Also accepts bytes, PIL images
         and uint8 arrays, like :meth:`embed`.
+
+        With ``sha256=True`` each file's result carries the hex sha256 of the bytes that
+        were decoded, computed in the decode threads from the same single read.
         """
+        prepare = functools.partial(self._prepare, hash_files=sha256)
         return stream_embeddings(
-            paths, self._prepare, self._infer, batch_size=self.batch_size, workers=self.decode_threads
+            paths, prepare, self._infer, batch_size=self.batch_size, workers=self.decode_threads
         )
 
     def embed(self, images) -> np.ndarray:

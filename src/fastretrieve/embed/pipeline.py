@@ -19,11 +19,16 @@ from .decode import ImageDecodeError
 
 
 class EmbedResult(NamedTuple):
-    """One input's outcome: ``vector`` (float32, shape (dim,)) or ``error`` (the reason)."""
+    """One input's outcome: ``vector`` (float32, shape (dim,)) or ``error`` (the reason).
+
+    ``sha256`` is the hex digest of the very bytes that were decoded, when the embedder
+    was asked for it (``embed_paths(..., sha256=True)``, file inputs), else None.
+    """
 
     source: object
     vector: np.ndarray | None
     error: str | None
+    sha256: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -32,17 +37,18 @@ class EmbedResult(NamedTuple):
 
 
 def _prepare_or_reason(prepare, source):
+    """``(array, sha256, None)`` or ``(None, None, reason)``."""
     try:
-        return prepare(source), None
+        return (*prepare(source), None)
     except ImageDecodeError as error:
-        return None, str(error)
+        return None, None, str(error)
     except Exception as error:  # one odd file must not stop a 100k-file run
-        return None, f"unexpected {type(error).__name__}: {error}"
+        return None, None, f"unexpected {type(error).__name__}: {error}"
 
 
 def stream_embeddings(
     sources: Iterable,
-    prepare: Callable[[object], np.ndarray],
+    prepare: Callable[[object], tuple[np.ndarray, str | None]],
     infer: Callable[[np.ndarray], np.ndarray],
     *,
     batch_size: int,
@@ -50,8 +56,9 @@ def stream_embeddings(
 ) -> Iterator[EmbedResult]:
     """Yield an :class:`EmbedResult` per source, in order.
 
-    ``prepare`` turns a source into one model input (raising ``ImageDecodeError`` with a
-    reason when it cannot); ``infer`` turns a stacked batch into (n, dim) vectors.
+    ``prepare`` turns a source into one model input and the sha256 of the bytes it decoded
+    (or None), raising ``ImageDecodeError`` with a reason when it cannot; it runs in the
+    decode threads. ``infer`` turns a stacked batch into (n, dim) vectors.
     """
     lookahead = 2 * batch_size + workers
     remaining = iter(sources)
@@ -67,9 +74,12 @@ def stream_embeddings(
             decoding.append((source, pool.submit(_prepare_or_reason, prepare, source)))
 
     def run_batch(waiting):
-        vectors = iter(infer(np.stack([array for _, array, _ in waiting if array is not None])))
-        for source, array, reason in waiting:
-            yield EmbedResult(source, None, reason) if array is None else EmbedResult(source, next(vectors), None)
+        vectors = iter(infer(np.stack([array for _, array, _, _ in waiting if array is not None])))
+        for source, array, digest, reason in waiting:
+            if array is None:
+                yield EmbedResult(source, None, reason)
+            else:
+                yield EmbedResult(source, next(vectors), None, digest)
 
     try:
         top_up()
@@ -77,13 +87,13 @@ def stream_embeddings(
         while decoding:
             source, future = decoding.popleft()
             top_up()
-            array, reason = future.result()
+            array, digest, reason = future.result()
             if array is None and ready == 0:
                 # Nothing ahead of it still needs the model: report it now rather than
                 # holding a long run of failures until the next batch fills.
                 yield EmbedResult(source, None, reason)
                 continue
-            waiting.append((source, array, reason))
+            waiting.append((source, array, digest, reason))
             ready += array is not None
             if ready == batch_size:
                 yield from run_batch(waiting)

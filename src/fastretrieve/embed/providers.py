@@ -5,7 +5,13 @@ ONNX Runtime silently falls back to the CPU when a GPU provider fails to initial
 which providers are active: ``device="cuda"`` raises when CUDA is not among them, and
 ``device="auto"`` warns once per process when it tried a GPU provider and got the CPU.
 
-The CUDA path (provider options, IO binding) has not yet been run on GPU hardware.
+When a GPU provider fails to start, the embedder recreates its session for the CPU with
+every core (a GPU session keeps one intra-op thread, since the GPU does the work).
+TensorRT gets an engine cache in the model cache folder and a fixed optimisation profile
+(`with_tensorrt_options`).
+
+The CUDA and TensorRT paths (provider options, IO binding) have not yet been run on GPU
+hardware.
 """
 
 from __future__ import annotations
@@ -58,6 +64,28 @@ def requested_providers(device: str, available: list[str], providers=None) -> li
             + INSTALL_HINT
         )
     return [name for name in (*GPU_PROVIDERS, CPU) if name in available]
+
+
+def with_tensorrt_options(requested: list, input_name: str, item_shape: tuple, batch_size: int,
+                          cache_folder) -> list:
+    """``requested`` with TensorRT given an engine cache and one fixed optimisation profile.
+
+    Without a cache TensorRT builds its engines again in every process (minutes for a
+    large model); without an explicit profile it rebuilds them for every new batch shape.
+    The profile covers batches of 1 to ``batch_size`` images of ``item_shape`` (the input
+    without its batch axis), the only shapes the embedder ever feeds.
+    """
+    dims = "x".join(str(int(d)) for d in item_shape)
+    options = {
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache_folder),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache_folder),
+        "trt_profile_min_shapes": f"{input_name}:1x{dims}",
+        "trt_profile_opt_shapes": f"{input_name}:{batch_size}x{dims}",
+        "trt_profile_max_shapes": f"{input_name}:{batch_size}x{dims}",
+    }
+    return [(TENSORRT, options) if provider_name(p) == TENSORRT else p for p in requested]
 
 
 def provider_name(provider) -> str:
