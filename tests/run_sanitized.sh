@@ -22,5 +22,5 @@ UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
 FASTRETRIEVE_BACKEND=cpp \
     "$venv/bin/python" -m pytest -q -p no:cacheprovider \
     tests/test_search_oracle.py tests/test_search_api.py tests/test_search_concurrency.py \
-    tests/test_search_lowprec.py \
+    tests/test_search_lowprec.py tests/test_search_far_from_origin.py tests/test_range_search.py \
     tests/test_dispatch.py -k "cpp or not numba and not numpy" "$@"

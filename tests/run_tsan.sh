@@ -12,7 +12,7 @@ mkdir -p "$build"
 cxx="${CXX:-g++}"
 flags=(-std=c++17 -O1 -g -fsanitize=thread -fno-omit-frame-pointer -pthread -I"$root/csrc")
 
-sources=(knn.cpp bf16_screen.cpp dispatch.cpp parallel.cpp kernels/scalar.cpp)
+sources=(knn.cpp bf16_screen.cpp screen_bound.cpp dispatch.cpp parallel.cpp kernels/scalar.cpp)
 objects=()
 compile() {  # source, extra flags...
     local source="$1"; shift
