@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from ._backend import active_backend
-from .search import as_float32_matrix, check_finite_rows, check_metric, check_same_dim, check_threads
+from .search import check_metric, check_threads, queries_and_database
 
 # Default bound on the neighbours one call may return: about 1.2 GB of results (12 bytes
 # each) and, in the C++ backend, about 3 GB at the peak of the search.
@@ -75,16 +75,7 @@ def range_search(vecs, radius, *, database=None, metric="l2", threads=None,
     threads = check_threads(threads)
     radius = _check_radius(radius)
     limit = _check_max_results(max_results)
-    queries, _ = as_float32_matrix(vecs, "vecs", allow_1d=True)
-    if database is None:
-        base, exclude_self = queries, True
-    else:
-        base, _ = as_float32_matrix(database, "database")
-        exclude_self = False
-        check_same_dim(queries, base)
-        if base.shape[0] == 0:
-            raise ValueError("database is empty: there is nothing to search")
-    check_finite_rows(queries, "vecs")
+    queries, _, base, exclude_self = queries_and_database(vecs, database)
     if queries.shape[0] == 0:
         return np.zeros(1, np.int64), np.empty(0, np.float32), np.empty(0, np.int64)
     result = _backend_range_search()(queries, base, radius, metric, threads, exclude_self, limit)

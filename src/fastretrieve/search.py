@@ -20,6 +20,24 @@ METRICS = ("l2", "ip", "cosine")
 _PAD_DISTANCE = {"l2": np.inf, "ip": -np.inf, "cosine": -np.inf}
 
 
+def queries_and_database(vecs, database):
+    """The validated float32 queries and database of a search: ``(queries, single, base,
+    exclude_self)``. ``single``: ``vecs`` was one 1-D query. ``database=None`` searches the
+    queries themselves, each row's own match excluded. The queries are checked for NaN and
+    infinity here; the database inside the kernels' scan, never by an extra pass."""
+    queries, single = as_float32_matrix(vecs, "vecs", allow_1d=True)
+    if database is None:
+        base, exclude_self = queries, True
+    else:
+        base, _ = as_float32_matrix(database, "database")
+        exclude_self = False
+        check_same_dim(queries, base)
+        if base.shape[0] == 0:
+            raise ValueError("database is empty: there is nothing to search")
+    check_finite_rows(queries, "vecs")
+    return queries, single, base, exclude_self
+
+
 def search(vecs, k, *, database=None, metric="l2", threads=None):
     """Exact k-nearest-neighbour search.
 
@@ -67,16 +85,7 @@ def search(vecs, k, *, database=None, metric="l2", threads=None):
     metric = check_metric(metric)
     k = check_k(k)
     threads = check_threads(threads)
-    queries, single = as_float32_matrix(vecs, "vecs", allow_1d=True)
-    if database is None:
-        base, exclude_self = queries, True
-    else:
-        base, _ = as_float32_matrix(database, "database")
-        exclude_self = False
-        check_same_dim(queries, base)
-        if base.shape[0] == 0:
-            raise ValueError("database is empty: there is nothing to search")
-    check_finite_rows(queries, "vecs")
+    queries, single, base, exclude_self = queries_and_database(vecs, database)
     if queries.shape[0] == 0:
         result = (np.empty((0, k), np.float32), np.empty((0, k), np.int64))
     else:
