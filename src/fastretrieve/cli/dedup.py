@@ -120,10 +120,11 @@ def duplicate_groups(similarities: np.ndarray, neighbours: np.ndarray, threshold
 
 
 def _graph_of_vectors(vectors: np.ndarray, neighbors: int):
-    """The k-NN graph of unit (or zero) rows: inner product is their cosine similarity,
-    and an ip search reads the float32 matrix in place."""
+    """The k-NN graph of rows held in memory, by cosine similarity: a search with an
+    explicit database reads the float32 matrix in place (only the block of queries is
+    normalised), and reports the exact cosine, as an index search does."""
     def search_block(start, stop, k):
-        return search(vectors[start:stop], k, database=vectors, metric="ip")
+        return search(vectors[start:stop], k, database=vectors, metric="cosine")
     return nearest_others(search_block, len(vectors), neighbors)
 
 
