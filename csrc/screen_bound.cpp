@@ -44,9 +44,19 @@ float ErrorBound::margin(double max_row_norm) const {
 }
 
 double max_row_norm(const float* sqnorms, std::size_t n, std::size_t dim) {
-    float largest = 0;
-    for (std::size_t j = 0; j < n; ++j) largest = std::max(largest, sqnorms[j]);
-    return std::sqrt(double(largest) * (1 + float32_gamma(dim)));
+    // Eight independent maxima (x > m ? x : m is exactly maxps), so the loop vectorises
+    // instead of waiting on one chain of compares.
+    constexpr std::size_t kLanes = 8;
+    float largest[kLanes] = {};
+    std::size_t j = 0;
+    for (; j + kLanes <= n; j += kLanes)
+        for (std::size_t lane = 0; lane < kLanes; ++lane) {
+            const float x = sqnorms[j + lane];
+            largest[lane] = x > largest[lane] ? x : largest[lane];
+        }
+    for (; j < n; ++j) largest[0] = sqnorms[j] > largest[0] ? sqnorms[j] : largest[0];
+    const float top = *std::max_element(largest, largest + kLanes);
+    return std::sqrt(double(top) * (1 + float32_gamma(dim)));
 }
 
 std::vector<ErrorBound> float32_screen_bounds(const KnnRequest& r, std::size_t query_begin,
