@@ -12,21 +12,11 @@ far from the origin needs is the difference.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import fastretrieve as fr
-
-
-def median_seconds(call, repeats):
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from fastretrieve.cli.bench import median_seconds
 
 
 def far_data(rng, rows, queries, dim, offset, spread=0.05):
