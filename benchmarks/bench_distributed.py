@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -30,17 +29,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cli_index import run_index, write_images  # noqa: E402
 
+from fastretrieve.cli.bench import median_seconds  # noqa: E402
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def median_ms(call, repeats):
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * median_seconds(call, repeats)
 
 
 def bench_embedding(scratch: Path, images: int) -> None:
