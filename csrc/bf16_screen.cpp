@@ -59,7 +59,7 @@ PairSlot pair_slot(std::size_t query, std::size_t n_queries, std::size_t pairs,
 
 }  // namespace
 
-bool make_bf16_screen(const KnnRequest& r, const float* queries, std::size_t keep,
+bool make_bf16_screen(const KnnRequest& r, const float* queries,
                       std::size_t block_size, std::size_t group, Bf16Screen& screen) {
     const std::size_t dim = r.dim;
     const double d = static_cast<double>(dim);
@@ -75,7 +75,6 @@ bool make_bf16_screen(const KnnRequest& r, const float* queries, std::size_t kee
     screen.pairs_per_query = pairs;
     screen.query_groups.assign(r.n_queries * pairs, 0u);
     screen.margins.resize(r.n_queries);
-    screen.candidate_limit = 2 * keep + 256;
     for (std::size_t i = 0; i < r.n_queries; ++i) {
         const float* q = queries + i * dim;
         const PairSlot slot = pair_slot(i, r.n_queries, pairs, block_size, group);

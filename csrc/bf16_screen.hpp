@@ -27,17 +27,13 @@ struct Bf16Screen {
     // by block: the block starting at query b begins at b * pairs_per_query.
     std::vector<std::uint32_t> query_groups;
     std::vector<float> margins;               // per query: the reservoir margin, 2M
-    // Candidates one query may gather before the screen is judged too loose for the
-    // data (bounds that are large next to the gaps between scores): its query block is
-    // then scanned again in float32.
-    std::size_t candidate_limit = 0;
 };
 
 // The screen for `request` (bfloat16 rows with a cached norm per row) and `queries` (the
 // queries as the kernels scan them, unit vectors for cosine), scanned in blocks of
 // block_size queries by a kernel taking groups of `group`; false where it could not be
 // bounded: a query or norm that is not finite, or one that overflows in bfloat16.
-bool make_bf16_screen(const KnnRequest& request, const float* queries, std::size_t keep,
+bool make_bf16_screen(const KnnRequest& request, const float* queries,
                       std::size_t block_size, std::size_t group, Bf16Screen& screen);
 
 }  // namespace fastretrieve

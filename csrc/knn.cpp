@@ -542,7 +542,7 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
     Bf16Screen screen_storage;
     const bool use_screen = r.storage == Storage::BF16 && kernels.bf16_screen_block &&
                             r.n_queries >= kernels.panel_min_queries &&
-                            make_bf16_screen(r, queries, keep, block_size,
+                            make_bf16_screen(r, queries, block_size,
                                              kernels.bf16_screen_group, screen_storage);
     const Bf16Screen* screen = use_screen ? &screen_storage : nullptr;
     const ScanMode first_mode = use_screen ? ScanMode::Bf16Screen : ScanMode::Float32;
