@@ -86,7 +86,7 @@ def test_far_from_origin_with_many_duplicates(kernel_path, metric):
     ("int8", 1e4, 1.0),
 ])
 @pytest.mark.parametrize("metric", ["l2", "ip"])
-@pytest.mark.parametrize("n_queries", [2, 80])
+@pytest.mark.parametrize("n_queries", [2, 5, 80])  # 5: rows of 33 take the panels
 def test_far_from_origin_index_storage(kernel_path, dtype, offset, spread, metric, n_queries):
     # Exact with respect to the stored (decoded) vectors, with norms cached at add time.
     queries, database = far_data(17, n_queries, 3000, 33, offset, spread)

@@ -30,6 +30,19 @@ def test_search_matches_oracle_each_dim(kernel_path, dim, metric):
         assert_matches_oracle(queries, database, k, metric, distances, indices)
 
 
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("dim", [1, 7, 16, 33, 64, 65])
+@pytest.mark.parametrize("n_queries", [2, 4, 7])
+def test_short_rows_take_panels_from_four_queries(kernel_path, n_queries, dim, metric):
+    # Rows of up to 64 elements are multiplied in packed panels from 4 queries on, longer
+    # ones from 8; 2 queries, and 65 elements, stay on the reduce tiles. 301 rows leave a
+    # short last panel strip.
+    queries, database = random_data(dim + n_queries, n_queries, 301, dim)
+    for k in (1, 10, 310):
+        distances, indices = fr.search(queries, k, database=database, metric=metric)
+        assert_matches_oracle(queries, database, k, metric, distances, indices)
+
+
 def assert_exact_on_thread_counts(queries, database, metric, thread_counts):
     for threads in thread_counts:
         distances, indices = fr.search(queries, 10, database=database, metric=metric,

@@ -49,6 +49,12 @@ using SqnormsFn = void (*)(const float* rows, std::size_t n_rows, std::size_t di
 using ScoreRowFn = float (*)(float* dots_to_scores, float dot_offset, const float* row_aux,
                              std::size_t n, bool* non_finite);
 
+// Sets bit j % 64 of bits[j / 64] exactly when scores[j] < threshold, for j < n (the
+// words cover ceil(n / 64) x 64 bits; bits past n are zero). The selection then visits
+// only the rows that can enter a reservoir instead of testing every score in turn.
+using BelowBitsFn = void (*)(const float* scores, std::size_t n, float threshold,
+                             std::uint64_t* bits);
+
 // A screen over bfloat16 rows in bfloat16 arithmetic: out[i * ld_out + j] = <q~_i, rows[j]>
 // accumulated in float32, where q~_i is query i rounded to bfloat16, as ceil(dim / 2)
 // pairs (element 2p in the low 16 bits of pair p, a zero past an odd dim). The queries
@@ -70,8 +76,10 @@ struct KernelTable {
     L2BlockFn l2_block;
     SqnormsFn sqnorms;
     ScoreRowFn score_row[3];  // indexed by Metric
+    BelowBitsFn below_bits;
     // From this many queries on, dot_block and l2_block multiply packed panels and prefetch
-    // the rows of a block themselves, ahead of use; 0 where they never do.
+    // the rows of a block themselves, ahead of use, at every dimension (rows of up to 64
+    // elements take panels from 4 queries on); 0 where they never do.
     std::size_t panel_min_queries;
     // From panel_min_queries queries on, bfloat16 rows are screened by this where the CPU
     // multiplies bfloat16 natively (AVX512-BF16); nullptr elsewhere.

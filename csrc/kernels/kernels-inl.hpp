@@ -16,6 +16,15 @@
 namespace fastretrieve {
 namespace {
 
+// The micro-kernels below run once per handful of rows; called out of line, as the
+// compiler chose for most of their instantiations, each call paid a prologue, a stack
+// realignment and spills that cost as much as the arithmetic at short dimensions.
+#if defined(__GNUC__)
+#define FASTRETRIEVE_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define FASTRETRIEVE_ALWAYS_INLINE inline
+#endif
+
 // How a kernel reads one Storage kind: its element type and the traits' widening loads.
 // Every stored value is widened to float32 exactly, so the dot products are float32
 // arithmetic on the stored vectors themselves. For int8 the loads yield the codes c, not
@@ -94,7 +103,7 @@ struct L2Step {
 // WithNorms (float32 rows, dot products): also accumulates each row's squared norm while
 // the row is in registers, into norms[r], so that a scan needing both reads the rows once.
 template <class S, class Step, class R, int Q, bool Paired = false, bool WithNorms = false>
-inline void tile(const float* const* queries, const typename R::Stored* const* rows,
+FASTRETRIEVE_ALWAYS_INLINE void tile(const float* const* queries, const typename R::Stored* const* rows,
                  std::size_t dim, float* sums, float* norms = nullptr) {
     static_assert(!(Paired && WithNorms), "norms are fused for float32 rows only");
     using V = typename S::V;
@@ -147,7 +156,7 @@ inline void tile(const float* const* queries, const typename R::Stored* const* r
 }
 
 template <class S, class Step, class R, int Q, bool Paired, bool WithNorms>
-inline void tile_to_out(const float* const* queries, const typename R::Stored* const* rows,
+FASTRETRIEVE_ALWAYS_INLINE void tile_to_out(const float* const* queries, const typename R::Stored* const* rows,
                         std::size_t dim, std::size_t valid_rows, float* out, std::size_t ld_out,
                         float* norms_out) {
     float sums[Q * kRowsPerTile], norms[kRowsPerTile];
@@ -160,7 +169,7 @@ inline void tile_to_out(const float* const* queries, const typename R::Stored* c
 
 // Picks the micro-kernel instantiation for the number of queries left (1..kMax).
 template <class S, class Step, class R, int Q, bool Paired, bool WithNorms = false>
-inline void tile_for_count(int count, const float* const* queries,
+FASTRETRIEVE_ALWAYS_INLINE void tile_for_count(int count, const float* const* queries,
                            const typename R::Stored* const* rows, std::size_t dim,
                            std::size_t valid_rows, float* out, std::size_t ld_out,
                            float* norms_out = nullptr) {
@@ -265,6 +274,16 @@ void reduce_block(const float* queries, std::size_t n_queries, const typename R:
 // FMAs of the reducing tile at d = 128). Packing costs one transpose per row and block,
 // paid back once enough queries reuse the panel.
 constexpr std::size_t kMinPanelQueries = 8;
+// Short rows pay it back sooner: their reduce tiles spend more on the horizontal sums
+// than on the products (10k rows, 1 thread, panels against reduce tiles: d = 32 at 4
+// queries 123 -> 91 us and at 7 queries 192 -> 109 us; d = 64 at 4 queries even; d = 96
+// at 4 queries 214 -> 254 us; at 2 queries the panels lose from d = 48 on).
+constexpr std::size_t kShortRowDim = 64;
+constexpr std::size_t kMinPanelQueriesShortRows = 4;
+
+inline bool use_panels(std::size_t n_queries, std::size_t dim) {
+    return n_queries >= (dim <= kShortRowDim ? kMinPanelQueriesShortRows : kMinPanelQueries);
+}
 
 // Copies 2W rows (a short strip repeats its last row) transposed into panel[t * 2W + r],
 // one W x W block at a time, widening stored elements to float32 on the way: the
@@ -424,7 +443,7 @@ template <class S, class Step, class R>
 void pairwise_block(const float* queries, std::size_t n_queries, const typename R::Stored* rows,
                     std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
     if constexpr (S::kQueriesPerPanelTile > 0) {
-        if (n_queries >= kMinPanelQueries)
+        if (use_panels(n_queries, dim))
             return panel_block<S, Float32Panel<S, Step, R>, R>(queries, n_queries, rows, n_rows,
                                                                dim, out, ld_out);
     }
@@ -439,13 +458,13 @@ void dot_block(const float* queries, std::size_t n_queries, const void* rows, st
 }
 
 // dot_block's products over float32 rows and each row's squared norm, in one read of the
-// rows: the reduce tiles for few queries, the panels' packing from kMinPanelQueries on.
+// rows: the reduce tiles for few queries, the panels' packing where use_panels says.
 template <class S>
 void dot_norms_block(const float* queries, std::size_t n_queries, const float* rows,
                      std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out,
                      float* sqnorms_out) {
     if constexpr (S::kQueriesPerPanelTile > 0) {
-        if (n_queries >= kMinPanelQueries)
+        if (use_panels(n_queries, dim))
             return panel_block<S, Float32Panel<S, DotStep, F32Rows>, F32Rows, true>(
                 queries, n_queries, rows, n_rows, dim, out, ld_out, sqnorms_out);
     }
@@ -526,6 +545,23 @@ float score_row(float* values, float dot_offset, const float* aux, std::size_t n
 }
 
 template <class S>
+void below_bits(const float* scores, std::size_t n, float threshold, std::uint64_t* bits) {
+    static_assert(64 % S::W == 0, "a vector's lanes fill whole bit words");
+    const typename S::V limit = S::set1(threshold);
+    for (std::size_t word = 0; word * 64 < n; ++word) {
+        const std::size_t begin = word * 64, end = begin + 64 < n ? begin + 64 : n;
+        std::uint64_t mask = 0;
+        std::size_t j = begin;
+        for (; j + S::W <= end; j += S::W)
+            mask |= static_cast<std::uint64_t>(S::lanes_below(S::load(scores + j), limit))
+                    << (j - begin);
+        for (; j < end; ++j)
+            if (scores[j] < threshold) mask |= std::uint64_t{1} << (j - begin);
+        bits[word] = mask;
+    }
+}
+
+template <class S>
 KernelTable make_kernel_table(const char* name) {
     return KernelTable{
         name,
@@ -535,6 +571,7 @@ KernelTable make_kernel_table(const char* name) {
         &l2_block<S>,
         &sqnorms<S>,
         {&score_row<S, Metric::L2>, &score_row<S, Metric::IP>, &score_row<S, Metric::Cosine>},
+        &below_bits<S>,
         S::kQueriesPerPanelTile > 0 ? kMinPanelQueries : 0,
         nullptr,
         0,

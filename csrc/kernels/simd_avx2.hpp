@@ -97,6 +97,10 @@ struct SimdAvx2 {
         return _mm_cvtss_f32(s);
     }
     static bool any_nan(V v) { return _mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0; }
+    // Bit i set when lane i of a is below lane i of b (false for NaN).
+    static std::uint32_t lanes_below(V a, V b) {
+        return static_cast<std::uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_LT_OQ)));
+    }
     // Four horizontal sums at once: cheaper than four separate reductions.
     static void reduce4(V a, V b, V c, V d, float* out) {
         const __m256 ab = _mm256_hadd_ps(a, b);

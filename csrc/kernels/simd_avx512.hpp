@@ -75,6 +75,8 @@ struct SimdAvx512 {
     static float reduce_add(V v) { return _mm512_reduce_add_ps(v); }
     static float reduce_min(V v) { return _mm512_reduce_min_ps(v); }
     static bool any_nan(V v) { return _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) != 0; }
+    // Bit i set when lane i of a is below lane i of b (false for NaN).
+    static std::uint32_t lanes_below(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
     // Four horizontal sums at once: fold 512 -> 256 bits, then the hadd tree.
     static void reduce4(V a, V b, V c, V d, float* out) {
         const __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));

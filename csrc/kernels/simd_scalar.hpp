@@ -40,6 +40,7 @@ struct SimdScalar {
     static float reduce_add(V v) { return v; }
     static float reduce_min(V v) { return v; }
     static bool any_nan(V v) { return std::isnan(v); }
+    static std::uint32_t lanes_below(V a, V b) { return a < b ? 1u : 0u; }
     static void reduce4(V a, V b, V c, V d, float* out) {
         out[0] = a;
         out[1] = b;
