@@ -2,6 +2,7 @@
 concurrent Numba searches from several Python threads.
 
     PYTHONPATH=src python benchmarks/bench_fallbacks.py [--repeat 5] [--skip-concurrency]
+        [--skip-shapes]
 
 Each figure is the median of ``--repeat`` runs after one warm-up. The concurrency table
 times one search alone, then the same search started at once by 4 Python threads (each
@@ -110,10 +111,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-concurrency", action="store_true")
+    parser.add_argument("--skip-shapes", action="store_true",
+                        help="only the concurrency table (it needs the cores idle)")
     args = parser.parse_args()
     backends = [b for b in (_numba, _numpy) if b is not None]
     print(f"cores available: {_backend.default_threads()}")
-    search_times(backends, args.repeat)
+    if not args.skip_shapes:
+        search_times(backends, args.repeat)
     if _numba is not None and not args.skip_concurrency:
         concurrency(args.repeat)
 
