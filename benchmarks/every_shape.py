@@ -2,7 +2,8 @@
 
 For each dimension d, database size N and query count, both engines search the same
 random-normal float32 data with the same thread count, k=10, l2; each time is the median
-of the repeats after one warm-up, interleaved (fastretrieve, FAISS, fastretrieve, ...) so
+of the repeats after one warm-up (more repeats than --repeats where a call is short, up to
+about 0.3 s of calls per engine and cell), interleaved (fastretrieve, FAISS, fastretrieve, ...) so
 that a noisy machine slows both alike. Printed per cell: both times, the ratio FAISS /
 fastretrieve, and the share of a roofline: at 1 query the read bandwidth reached (bytes of
 the database / time) against the read bandwidth this script measures first, from 4
@@ -45,9 +46,19 @@ def read_bandwidth(threads, n_bytes=1 << 30, repeats=5):
     return n_bytes / min(one_pass() for _ in range(repeats))
 
 
+# Sub-millisecond cells get more repeats than --repeats, up to about this many seconds of
+# calls per engine: a median of 5 calls of 50 us is mostly scheduler noise.
+MIN_SECONDS_PER_CELL = 0.3
+MAX_REPEATS = 500
+
+
 def interleaved_medians(calls, repeats):
-    for call in calls:
+    slowest = 0.0
+    for call in calls:  # the warm-up, which also sizes the repeats
+        start = time.perf_counter()
         call()
+        slowest = max(slowest, time.perf_counter() - start)
+    repeats = max(repeats, min(MAX_REPEATS, int(MIN_SECONDS_PER_CELL / max(slowest, 1e-6))))
     times = [[] for _ in calls]
     for _ in range(repeats):
         for call, bucket in zip(calls, times):
