@@ -424,6 +424,7 @@ class Index:
         index._codec = make_codec(stored.dtype, stored.quantizer)
         index._next_auto_id = stored.next_auto_id
         index._attributes = stored.attributes
+        index._metadata_changes = stored.legacy_metadata  # version 1: every value, decoded
         index._lookup = IdLookup(stored.sorted_ids, stored.id_order)
         if not stored.items.empty:
             index._stored_items = stored.items

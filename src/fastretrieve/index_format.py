@@ -126,7 +126,8 @@ class StoredIndex:
     sorted_ids: np.ndarray  # (count,) int64: ids[id_order], strictly increasing
     quantizer: np.ndarray  # float32, (2, dim) or empty
     attributes: dict  # index-level JSON values
-    items: StoredItems  # per-row metadata, decoded when read
+    items: StoredItems  # per-row metadata, decoded when read (empty for version 1)
+    legacy_metadata: dict  # version 1: {id: JSON value}, all decoded at load; else empty
 
 
 class StoredItems:
@@ -138,15 +139,6 @@ class StoredItems:
         self._offsets = offsets  # (count + 1,) int64, validated
         self._blob = blob  # uint8, len == offsets[-1]
         self._ids = ids  # to name the id in an error
-
-    @classmethod
-    def from_values(cls, ids, values_of_id):
-        """The items of rows with ids ``ids``, from ``{id: JSON value}`` (a version 1
-        file's metadata): encoded as version 2 stores them."""
-        encoded = [encode_item(values_of_id.get(i)) for i in ids.tolist()]
-        offsets = np.zeros(len(encoded) + 1, np.int64)
-        np.cumsum([len(e) for e in encoded], out=offsets[1:])
-        return cls(offsets, np.frombuffer(b"".join(encoded), np.uint8), ids)
 
     @property
     def offsets(self):
@@ -355,8 +347,8 @@ def read_index(path, *, mmap, verify):
         if fields["version"] == 1:
             _check_ids(ids, fields["next_auto_id"])
             metadata_bytes = bytes(_read_section(file, table, "metadata", np.dtype("u1")))
-            attributes, values_of_id = _parse_metadata_v1(metadata_bytes, ids)
-            items = StoredItems.from_values(ids, values_of_id)
+            attributes, legacy_metadata = _parse_metadata_v1(metadata_bytes, ids)
+            items = StoredItems(np.zeros(count + 1, np.int64), np.empty(0, np.uint8), ids)
             id_order = np.argsort(ids, kind="stable")
             sorted_ids = ids[id_order]
         else:
@@ -368,6 +360,7 @@ def read_index(path, *, mmap, verify):
             offsets = _check_item_offsets(offsets, table["items"][1])
             blob = _section(file, table, "items", np.dtype("u1"), mapping, verify)
             items = StoredItems(offsets, blob, ids)
+            legacy_metadata = {}
             if verify:
                 items.validate()
 
@@ -385,6 +378,7 @@ def read_index(path, *, mmap, verify):
         quantizer=quantizer,
         attributes=attributes,
         items=items,
+        legacy_metadata=legacy_metadata,
     )
 
 
