@@ -212,3 +212,33 @@ def test_saving_an_unchanged_loaded_index_copies_its_file_sections(tmp_path):
     for mmap in (True, False):
         Index.load(tmp_path / "a.fridx", mmap=mmap).save(tmp_path / "b.fridx")
         assert (tmp_path / "b.fridx").read_bytes() == (tmp_path / "a.fridx").read_bytes()
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_ids_stored_in_increasing_order_need_the_identity_order(tmp_path, mmap):
+    index = Index(2, metric="l2")
+    index.add(np.ones((6, 2)), ids=[2, 3, 5, 8, 13, 21], metadata=list("abcdef"))
+    index.save(tmp_path / "sorted.fridx")
+    data = (tmp_path / "sorted.fridx").read_bytes()
+    loaded = Index.load(tmp_path / "sorted.fridx", mmap=mmap)
+    assert [i in loaded for i in (1, 2, 5, 21, 22)] == [False, True, True, True, False]
+    assert loaded.get_metadata([21, 2, 8]) == ["f", "a", "d"]
+    order = np.arange(6, dtype="<i8")
+    order[[1, 2]] = order[[2, 1]]
+    with pytest.raises(IndexFormatError, match="id order section does not sort the ids"):
+        (tmp_path / "bad.fridx").write_bytes(rebuilt(data, id_order=order.tobytes()))
+        Index.load(tmp_path / "bad.fridx", mmap=mmap)
+    ids = np.array([-1, 3, 5, 8, 13, 21], "<i8")
+    with pytest.raises(IndexFormatError, match="holds a negative id"):
+        (tmp_path / "bad.fridx").write_bytes(rebuilt(data, ids=ids.tobytes()))
+        Index.load(tmp_path / "bad.fridx", mmap=mmap)
+
+
+def test_a_value_that_utf8_cannot_store_is_refused_by_add_not_by_a_later_save(tmp_path):
+    index = Index(2, metric="l2")
+    index.add(np.ones((1, 2)), metadata=["kept"])
+    with pytest.raises(TypeError, match="metadata for row 1 is not JSON-serialisable"):
+        index.add(np.ones((2, 2)), metadata=["fine", "lone surrogate \ud800"])
+    assert len(index) == 1 and index.version == 1
+    index.save(tmp_path / "items.fridx")
+    assert Index.load(tmp_path / "items.fridx").get_metadata(0) == "kept"

@@ -26,17 +26,19 @@ _REBUILD_FRACTION = 8
 class IdLookup:
     """id -> row for the live rows of an index."""
 
-    def __init__(self, sorted_ids, rows):
+    def __init__(self, sorted_ids, rows=None):
         self._sorted_ids = sorted_ids  # strictly increasing int64
-        self._rows = rows  # int64: the row of each of sorted_ids
+        # int64: the row of each of sorted_ids; None when the ids are stored in increasing
+        # order (the usual case), so that the ids themselves are the base: no copy.
+        self._rows = rows
         self._changes = {}  # id -> row, or _REMOVED, since the base was built
 
     @classmethod
-    def of(cls, ids, order=None):
-        """The lookup of ``ids`` (unique int64, storage order); ``order`` is the
-        permutation sorting them when already known (e.g. from the file)."""
-        if order is None:
-            order = np.argsort(ids, kind="stable")  # near-linear on already sorted ids
+    def of(cls, ids):
+        """The lookup of ``ids`` (unique int64, storage order, never written in place)."""
+        if len(ids) < 2 or (ids[1:] > ids[:-1]).all():
+            return cls(ids)
+        order = np.argsort(ids, kind="stable")
         return cls(ids[order], order)
 
     def rows_of(self, ids):
@@ -46,7 +48,7 @@ class IdLookup:
         if len(sorted_ids):
             slots = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
             found = sorted_ids[slots] == ids
-            rows[found] = self._rows[slots[found]]
+            rows[found] = slots[found] if self._rows is None else self._rows[slots[found]]
         if self._changes:
             changes = self._changes
             for position, item_id in enumerate(ids.tolist()):
@@ -79,6 +81,6 @@ class IdLookup:
         return max(_MIN_CHANGES_BEFORE_REBUILD, count // _REBUILD_FRACTION)
 
     def _rebuild(self, live_ids):
-        order = np.argsort(live_ids, kind="stable")
-        self._sorted_ids, self._rows = live_ids[order], order
+        rebuilt = IdLookup.of(live_ids)
+        self._sorted_ids, self._rows = rebuilt._sorted_ids, rebuilt._rows
         self._changes = {}

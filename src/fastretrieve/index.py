@@ -137,14 +137,16 @@ class Index:
         self._write_lock = threading.Lock()
         self._next_auto_id = 0
         # Metadata: the values of a loaded file (`StoredItems`, found by the file's own
-        # id lookup, both immutable), under a dict of the values set since -- id ->
-        # value, None masking a stored value -- which is all there is for a new index.
+        # id lookup, both immutable), under a dict of the values set since -- id -> the
+        # value's compact JSON bytes (encoded once, by `add`), or None masking a stored
+        # value -- which is all there is for a new index. (A version 1 file's values
+        # are held there decoded, as its reader parsed them: `_decoded` tells them apart.)
         self._stored_items = None
         self._stored_lookup = None
         self._metadata_changes = {}
         self._attributes = {}  # replaced whole on assignment, never changed in place
         no_ids = np.empty(0, np.int64)
-        self._lookup = IdLookup(no_ids, no_ids)  # id -> row of the live rows
+        self._lookup = IdLookup(no_ids)  # id -> row of the live rows
         empty = np.empty((0, self._dim), self._codec.stored_dtype)
         self._buffers = (empty, np.empty(0, np.float32), no_ids)
         self._publish(0, version=0)
@@ -243,7 +245,7 @@ class Index:
         rows, _ = as_float32_matrix(vecs, "vecs", allow_1d=True)
         check_same_dim(rows, np.empty((0, self._dim)), names=("vecs", "index"))
         check_finite_rows(rows, "vecs")
-        values = _json_values(metadata, len(rows))
+        values = _encoded_values(metadata, len(rows))
         if self._metric == "cosine":
             rows = _normalised(rows)
         given_ids = None if ids is None else _id_array(ids, "ids", count=len(rows))[0]
@@ -365,13 +367,12 @@ class Index:
         with self._write_lock:
             self._rows_of(wanted)  # KeyError for an unknown id
             changes, stored = self._metadata_changes, self._stored_items
-            values = [copy.deepcopy(changes[i]) if i in changes else _UNCHANGED
-                      for i in wanted.tolist()]
+            values = [changes[i] if i in changes else _UNCHANGED for i in wanted.tolist()]
             file_rows = None if stored is None else self._stored_lookup.rows_of(wanted)
         if file_rows is not None:  # immutable: decoded outside the lock
             values = [stored.value(row) if value is _UNCHANGED and row >= 0 else value
                       for value, row in zip(values, file_rows.tolist())]
-        values = [None if value is _UNCHANGED else value for value in values]
+        values = [None if value is _UNCHANGED else _decoded(value) for value in values]
         return values[0] if single else values
 
     # -- persistence ----------------------------------------------------------------------
@@ -488,7 +489,7 @@ class Index:
         if stored is None:
             if not changes:
                 return offsets, []
-            encoded = [encode_item(changes.get(i)) for i in ids.tolist()]
+            encoded = [_encoded(changes.get(i)) for i in ids.tolist()]
             np.cumsum([len(value) for value in encoded], out=offsets[1:])
             return offsets, [b"".join(encoded)]
         source = self._stored_lookup.rows_of(ids)  # the row in the file, or -1
@@ -498,7 +499,7 @@ class Index:
         lengths = np.zeros(len(ids), np.int64)
         stored_offsets = stored.offsets
         lengths[kept] = stored_offsets[source[kept] + 1] - stored_offsets[source[kept]]
-        encoded = {row: encode_item(changes.get(item_id)) for row, item_id in
+        encoded = {row: _encoded(changes.get(item_id)) for row, item_id in
                    zip(np.flatnonzero(~kept).tolist(), ids[~kept].tolist())}
         for row, value in encoded.items():
             lengths[row] = len(value)
@@ -613,8 +614,10 @@ def _json_attributes(attributes):
         raise TypeError(f"attributes are not JSON-serialisable: {error}") from None
 
 
-def _json_values(metadata, count):
-    """Metadata as its JSON round trip, one value (or None) per vector."""
+def _encoded_values(metadata, count):
+    """Metadata as `encode_item` stores it, one compact JSON bytes value (or None) per
+    vector: encoded once here, so that saving only copies bytes, and a value is read
+    back as its JSON round trip."""
     if metadata is None:
         return [None] * count
     if isinstance(metadata, (str, bytes)) or not isinstance(metadata, Sequence):
@@ -625,14 +628,20 @@ def _json_values(metadata, count):
     values = list(metadata)
     if len(values) != count:
         raise ValueError(f"metadata has {len(values)} entries for {count} vectors")
-    try:
-        return json.loads(json.dumps(values, allow_nan=False))
-    except (TypeError, ValueError):
-        for row, value in enumerate(values):
-            try:
-                json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError) as error:
-                raise TypeError(
-                    f"metadata for row {row} is not JSON-serialisable: {error}"
-                ) from None
-        raise
+    encoded = []
+    for row, value in enumerate(values):
+        try:
+            encoded.append(None if value is None else encode_item(value))
+        except (TypeError, ValueError) as error:  # ValueError: NaN, a cycle, a lone surrogate
+            raise TypeError(f"metadata for row {row} is not JSON-serialisable: {error}") from None
+    return encoded
+
+
+def _encoded(value):
+    """A metadata value held in memory as the items section stores it."""
+    return value if type(value) is bytes else encode_item(value)
+
+
+def _decoded(value):
+    """A metadata value held in memory, as a fresh object (None stays None)."""
+    return json.loads(value.decode("utf-8")) if type(value) is bytes else copy.deepcopy(value)

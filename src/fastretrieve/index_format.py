@@ -89,7 +89,8 @@ SECTIONS = (
 )
 SECTIONS_V1 = ("vectors", "norms", "ids", "quantizer", "metadata")
 SECTIONS_OF_VERSION = {1: SECTIONS_V1, 2: SECTIONS}
-# Sections read into memory, never mapped: the rest (vectors, items) are mapped with mmap.
+# The big sections: memory-mapped, not read, when loading with mmap=True (their checksums
+# are then verified only with verify=True). The others are always read and verified.
 _MAPPED = ("vectors", "items")
 
 _FIXED = struct.Struct("<8sIIII8s8sQQ")  # magic .. next id: bytes 0..55
@@ -122,7 +123,7 @@ class StoredIndex:
     vectors: np.ndarray  # (count, dim) codes; read-only and file-backed when mapped
     norms: np.ndarray  # (count,) float32
     ids: np.ndarray  # (count,) int64
-    id_order: np.ndarray  # (count,) int64: the rows sorted by id
+    id_order: np.ndarray | None  # (count,) int64: the rows sorted by id; None: in order
     sorted_ids: np.ndarray  # (count,) int64: ids[id_order], strictly increasing
     quantizer: np.ndarray  # float32, (2, dim) or empty
     attributes: dict  # index-level JSON values
@@ -349,11 +350,13 @@ def read_index(path, *, mmap, verify):
             metadata_bytes = bytes(_read_section(file, table, "metadata", np.dtype("u1")))
             attributes, legacy_metadata = _parse_metadata_v1(metadata_bytes, ids)
             items = StoredItems(np.zeros(count + 1, np.int64), np.empty(0, np.uint8), ids)
-            id_order = np.argsort(ids, kind="stable")
-            sorted_ids = ids[id_order]
+            id_order, sorted_ids = None, ids
+            if not (ids[1:] > ids[:-1]).all():
+                id_order = np.argsort(ids, kind="stable")
+                sorted_ids = ids[id_order]
         else:
             id_order = _read_section(file, table, "id_order", np.dtype("<i8"))
-            sorted_ids = _check_id_order(ids, id_order, fields["next_auto_id"])
+            id_order, sorted_ids = _check_id_order(ids, id_order, fields["next_auto_id"])
             attributes = _json_object_section(bytes(_read_section(
                 file, table, "attributes", np.dtype("u1"))), "attributes")
             offsets = _read_section(file, table, "item_offsets", np.dtype("<u8"))
@@ -532,11 +535,19 @@ def _check_ids(ids, next_auto_id):
 
 
 def _check_id_order(ids, id_order, next_auto_id):
-    """``ids[id_order]``, once the id order is known to be a permutation sorting the ids
-    strictly: then the ids are unique too (a repeated row or id breaks the strict order)."""
+    """``(id_order, ids[id_order])`` once the id order is known to be a permutation
+    sorting the ids strictly (then the ids are unique too: a repeated row or id breaks
+    the strict order); ``(None, ids)`` when it is the identity, saving both copies."""
     if ids.size == 0:
         _check_next_auto_id(ids, next_auto_id, -1)
-        return ids
+        return None, ids
+    if (ids[1:] > ids[:-1]).all():  # stored in increasing order: the order is the identity
+        if not _is_identity(id_order):
+            raise IndexFormatError("the id order section does not sort the ids")
+        if ids[0] < 0:
+            raise IndexFormatError("the ids section holds a negative id")
+        _check_next_auto_id(ids, next_auto_id, int(ids[-1]))
+        return None, ids
     if id_order.min() < 0 or id_order.max() >= len(ids):
         raise IndexFormatError("the id order section holds a row outside the index")
     ordered = ids[id_order]
@@ -549,7 +560,17 @@ def _check_id_order(ids, id_order, next_auto_id):
     if ordered[0] < 0:
         raise IndexFormatError("the ids section holds a negative id")
     _check_next_auto_id(ids, next_auto_id, int(ordered[-1]))
-    return ordered
+    return id_order, ordered
+
+
+def _is_identity(order):
+    """Whether ``order`` is 0, 1, 2, ...: compared a block at a time (no full arange)."""
+    block = 1 << 20
+    for start in range(0, len(order), block):
+        part = order[start : start + block]
+        if not np.array_equal(part, np.arange(start, start + len(part))):
+            return False
+    return True
 
 
 def first_duplicate(ids):
