@@ -5,17 +5,17 @@ Storage
     Rows live in one contiguous buffer per column (codes, squared norms, ids). When a
     buffer is full it is reallocated to ``n + n // 10`` rows for ``n`` live rows, never
     doubled, so the vector storage stays within 1.1 x N x dim x itemsize bytes (plus
-    12 bytes per row for the id and the norm cache, 16 for the id lookup, plus
-    metadata). Growing by 10 % copies each row about ten times over the life of an index
+    12 bytes per row for the id and the norm cache, 16 for the id lookup unless the
+    ids are stored in increasing order, plus metadata). Growing by 10 % copies each row about ten times over the life of an index
     built one row at a time; a batch ``add`` allocates once. While a buffer is being
     replaced the old and the new one exist together.
 
     Ids are found by binary search over sorted arrays (`fastretrieve._id_lookup`), not
     a dict of every id. Metadata loaded from a file stays in the file's encoded form
     (memory-mapped with ``mmap=True``) and is decoded per id when read; values set by
-    `add` and masks for removed ids are held in a dict layered over it, and `save`
-    copies the unchanged values' bytes without decoding them. So loading costs no
-    Python object per row.
+    `add` (encoded to compact JSON there, once) and masks for removed ids are held in
+    a dict layered over it, and `save` copies the unchanged values' bytes without
+    decoding them. So loading costs no Python object per row.
 
 Concurrency
     Any number of threads may call `search`, `get`, `get_metadata`, `save`, ``len``,
@@ -426,7 +426,10 @@ class Index:
         index._next_auto_id = stored.next_auto_id
         index._attributes = stored.attributes
         index._metadata_changes = stored.legacy_metadata  # version 1: every value, decoded
-        index._lookup = IdLookup(stored.sorted_ids, stored.id_order)
+        if stored.sorted_ids is None:  # version 1 stores no id order
+            index._lookup = IdLookup.of(stored.ids)
+        else:
+            index._lookup = IdLookup(stored.sorted_ids, stored.id_order)
         if not stored.items.empty:
             index._stored_items = stored.items
             index._stored_lookup = IdLookup(stored.sorted_ids, stored.id_order)

@@ -124,7 +124,7 @@ class StoredIndex:
     norms: np.ndarray  # (count,) float32
     ids: np.ndarray  # (count,) int64
     id_order: np.ndarray | None  # (count,) int64: the rows sorted by id; None: in order
-    sorted_ids: np.ndarray  # (count,) int64: ids[id_order], strictly increasing
+    sorted_ids: np.ndarray | None  # ids[id_order], strictly increasing; None: version 1
     quantizer: np.ndarray  # float32, (2, dim) or empty
     attributes: dict  # index-level JSON values
     items: StoredItems  # per-row metadata, decoded when read (empty for version 1)
@@ -350,10 +350,7 @@ def read_index(path, *, mmap, verify):
             metadata_bytes = bytes(_read_section(file, table, "metadata", np.dtype("u1")))
             attributes, legacy_metadata = _parse_metadata_v1(metadata_bytes, ids)
             items = StoredItems(np.zeros(count + 1, np.int64), np.empty(0, np.uint8), ids)
-            id_order, sorted_ids = None, ids
-            if not (ids[1:] > ids[:-1]).all():
-                id_order = np.argsort(ids, kind="stable")
-                sorted_ids = ids[id_order]
+            id_order, sorted_ids = None, None  # no stored order: the reader sorts
         else:
             id_order = _read_section(file, table, "id_order", np.dtype("<i8"))
             id_order, sorted_ids = _check_id_order(ids, id_order, fields["next_auto_id"])
