@@ -19,6 +19,7 @@ from cli_fixtures import (
     write_bad_files, write_photos,
 )
 from embed_fixtures import mean_colour_model
+from index_file_fixtures import rebuilt, sections_of
 from fastretrieve import Index
 from fastretrieve.cli import contact_sheet
 
@@ -116,6 +117,30 @@ def test_search_ranks_the_original_first_in_every_format(indexed, tmp_path):
     assert [row["path"] for row in rows] == [r["path"] for r in results]
     table = run_cli("search", index_path, query, "-k", "3")
     assert table.returncode == 0 and table.stdout.splitlines()[1].split()[-1] == str(folder / "chelsea.jpg")
+
+
+def test_search_decodes_the_metadata_of_its_results_only(indexed, tmp_path):
+    folder, index_path, _, _ = indexed
+    index = Index.load(index_path, mmap=False)
+    paths = [meta["path"] for meta in index.get_metadata(index.ids)]
+    answer_row = paths.index(str(folder / "chelsea.jpg"))
+    # Every other entry's stored metadata is made undecodable (checksums redone): a
+    # search that decoded them all, as loading did, would fail.
+    _, sections = sections_of(index_path.read_bytes())
+    offsets = np.frombuffer(sections["item_offsets"], "<u8").astype(np.int64)
+    items = [b'{"path":"x","path":"y"}'] * len(paths)
+    items[answer_row] = sections["items"][offsets[answer_row]:offsets[answer_row + 1]]
+    new_offsets = np.zeros(len(items) + 1, "<u8")
+    np.cumsum([len(item) for item in items], out=new_offsets[1:])
+    damaged = tmp_path / "damaged.fri"
+    damaged.write_bytes(rebuilt(index_path.read_bytes(), items=b"".join(items),
+                                item_offsets=new_offsets.tobytes()))
+    query = tmp_path / "query.jpg"
+    query.write_bytes(edited(small_photo("chelsea")))
+    _, answers = run_json("search", damaged, query, "-k", "1", "--format", "json")
+    assert [r["path"] for r in answers[0]["results"]] == [str(folder / "chelsea.jpg")]
+    refused = run_cli("search", damaged, query, "-k", "2")
+    assert refused.returncode == 3 and "duplicate key 'path'" in refused.stderr
 
 
 def test_search_reports_unreadable_queries_and_exits_1(indexed, tmp_path):

@@ -2,6 +2,7 @@
 SIGKILL, bad files."""
 
 import hashlib
+import json
 import os
 import signal
 import struct
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 
 from fastretrieve import Index, IndexFormatError
 from fastretrieve import index_format
+from index_file_fixtures import as_version_1, rebuilt, sections_of
 from test_index import DTYPES, METRICS, random_vectors
 
 SOURCE_DIR = Path(__file__).resolve().parents[1] / "src"
@@ -65,12 +67,8 @@ def with_header_field(data, offset, fmt, value):
 
 
 def with_metadata_section(data, section):
-    """The file bytes with the metadata section (the last one) replaced by ``section``, its
-    length, checksum and the header checksum redone: only the section's content is wrong."""
-    entry = index_format._TABLE_START + index_format.SECTIONS.index("metadata") * 24
-    (offset,) = struct.unpack_from("<Q", data, entry)
-    patched = with_header_field(data[:offset] + section, entry + 8, "<Q", len(section))
-    return with_header_field(patched, entry + 16, "<I", zlib.crc32(section))
+    """Version 1 file bytes with the metadata section replaced by ``section``."""
+    return rebuilt(data, metadata=section)
 
 
 # -- round trips ------------------------------------------------------------------------------
@@ -143,8 +141,8 @@ def test_attributes_changed_on_a_loaded_index_are_saved_with_it(tmp_path, mmap):
     assert reloaded.get_metadata(original.ids) == original.get_metadata(original.ids)
 
 
-def test_minimal_metadata_section_in_either_member_order_loads(tmp_path, saved):
-    _, data = saved
+def test_minimal_metadata_section_in_either_member_order_loads(tmp_path, saved_v1):
+    data = saved_v1
     for section in (b'{"attributes":{"model":"m"},"items":{}}',
                     b'{ "items" : { } , "attributes" : { "model" : "m" } }'):
         loaded = load_bytes(tmp_path, with_metadata_section(data, section), mmap=False)
@@ -170,6 +168,12 @@ def saved(tmp_path):
     return path, path.read_bytes()
 
 
+@pytest.fixture
+def saved_v1(saved):
+    """The same index as ``saved``, as format version 1 bytes."""
+    return as_version_1(saved[1])
+
+
 def load_bytes(tmp_path, data, **options):
     path = tmp_path / "bad.fridx"
     path.write_bytes(data)
@@ -185,7 +189,7 @@ def load_bytes(tmp_path, data, **options):
         (lambda data: data[:-1], "truncated"),
         (lambda data: data[: index_format.HEADER_SIZE + 10], "truncated"),
         (lambda data: data + b"\0", "unexpected bytes after the last section"),
-        (lambda data: with_header_field(data, 8, "<I", 2), "format version 2 is newer"),
+        (lambda data: with_header_field(data, 8, "<I", 3), "format version 3 is newer"),
         (lambda data: with_header_field(data, 8, "<I", 0), "invalid index format version 0"),
         (lambda data: with_header_field(data, 16, "<I", 8), "dimension/count mismatch"),
         (lambda data: with_header_field(data, 40, "<Q", 41), "dimension/count mismatch"),
@@ -194,10 +198,74 @@ def load_bytes(tmp_path, data, **options):
         (lambda data: with_header_field(data, 24, "8s", b"hamming"), "unknown metric"),
         (lambda data: with_header_field(data, 48, "<Q", 3), "does not exceed the largest id"),
         (lambda data: data[:20] + b"\xff" + data[21:], "checksum mismatch in the header"),
-        (lambda data: data[:-3] + b"!" + data[-2:], "checksum mismatch in the metadata section"),
+        (lambda data: with_header_field(data, 248, "<I", 1), "reserved header bytes"),
     ],
 )
-def test_bad_files_raise_index_format_error(tmp_path, saved, make, message):
+@pytest.mark.parametrize("version", [1, 2])
+def test_bad_files_raise_index_format_error(tmp_path, saved, make, message, version):
+    data = saved[1] if version == 2 else as_version_1(saved[1])
+    for mmap in (True, False):
+        with pytest.raises(IndexFormatError, match=message):
+            load_bytes(tmp_path, make(data), mmap=mmap)
+
+
+def with_item_offsets(data, change):
+    """Version 2 file bytes with the item offsets changed in place by ``change``."""
+    offsets = np.frombuffer(sections_of(data)[1]["item_offsets"], "<u8").copy()
+    change(offsets)
+    return rebuilt(data, item_offsets=offsets.tobytes())
+
+
+def with_id_order(data, change):
+    order = np.frombuffer(sections_of(data)[1]["id_order"], "<i8").copy()
+    change(order)
+    return rebuilt(data, id_order=order.tobytes())
+
+
+def with_ids(data, change):
+    ids = np.frombuffer(sections_of(data)[1]["ids"], "<i8").copy()
+    change(ids)
+    return rebuilt(data, ids=ids.tobytes())
+
+
+def with_repeated_id(data):
+    """Ids holding 3 twice, with an id order that sorts them (not strictly)."""
+    ids = np.frombuffer(sections_of(data)[1]["ids"], "<i8").copy()
+    ids[1] = ids[0] = 3
+    order = np.argsort(ids, kind="stable")
+    return rebuilt(data, ids=ids.tobytes(), id_order=order.astype("<i8").tobytes())
+
+
+def _set(position, value):
+    def change(array):
+        array[position] = value
+    return change
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda data: with_item_offsets(data, _set(1, 10**6)), "item offsets are not monotonic"),
+        (lambda data: with_item_offsets(data, _set(0, 1)), "item offsets do not start at 0"),
+        (lambda data: with_item_offsets(data, _set(-1, 2**64 - 1)),
+         "item offsets end at 18446744073709551615, but the items section holds"),
+        (lambda data: rebuilt(data, items=sections_of(data)[1]["items"][:-1]),
+         "item offsets end at"),
+        (lambda data: with_id_order(data, lambda order: order.__setitem__(slice(None), order[::-1])),
+         "id order section does not sort the ids"),
+        (lambda data: with_id_order(data, _set(0, 37)), "does not sort the ids"),
+        (lambda data: with_id_order(data, _set(5, -1)), "a row outside the index"),
+        (lambda data: with_id_order(data, _set(5, 2**62)), "a row outside the index"),
+        (lambda data: with_ids(data, _set(1, 3)), "does not sort the ids"),  # order stale
+        (with_repeated_id, "the ids section holds id 3 more than once"),
+        (lambda data: with_ids(data, _set(0, -7)), "holds a negative id"),
+        (lambda data: rebuilt(data, attributes=b"[]"), "attributes section is not a JSON object"),
+        (lambda data: rebuilt(data, attributes=b'{"a":1,"a":2}'), "duplicate key 'a'"),
+        (lambda data: rebuilt(data, attributes=b'{"a":NaN}'), "NaN is not a JSON value"),
+        (lambda data: rebuilt(data, attributes=b"[" * 100_000), "not valid JSON"),
+    ],
+)
+def test_bad_version_2_sections_raise_index_format_error(tmp_path, saved, make, message):
     _, data = saved
     for mmap in (True, False):
         with pytest.raises(IndexFormatError, match=message):
@@ -225,19 +293,21 @@ def test_bad_files_raise_index_format_error(tmp_path, saved, make, message):
         (b'{"attributes":{},"items":{"4":1}}', "metadata for id 4, which is not in the index"),
     ],
 )
-def test_malformed_metadata_sections_raise_index_format_error(tmp_path, saved, section, message):
-    _, data = saved
+def test_malformed_metadata_sections_raise_index_format_error(tmp_path, saved_v1, section,
+                                                              message):
+    data = saved_v1
     for mmap in (True, False):
         with pytest.raises(IndexFormatError, match=message):
             load_bytes(tmp_path, with_metadata_section(data, section), mmap=mmap)
 
 
-def test_attributes_are_covered_by_the_metadata_checksum(tmp_path, saved):
-    _, data = saved
+@pytest.mark.parametrize("version, section", [(1, "metadata"), (2, "attributes")])
+def test_attributes_are_covered_by_a_checksum(tmp_path, saved, version, section):
+    data = saved[1] if version == 2 else as_version_1(saved[1])
     position = data.index(b"attribute-test-model")
     corrupted = data[:position] + b"A" + data[position + 1:]
     for mmap in (True, False):
-        with pytest.raises(IndexFormatError, match="checksum mismatch in the metadata section"):
+        with pytest.raises(IndexFormatError, match=f"checksum mismatch in the {section} section"):
             load_bytes(tmp_path, corrupted, mmap=mmap)
 
 
@@ -246,7 +316,7 @@ def test_forged_huge_section_lengths_are_refused_before_allocating(tmp_path, sav
     dim, count = 2**20, 2**40  # the vectors would need 2 ** 60 bytes
     forged = with_header_field(with_header_field(data, 16, "<I", dim), 40, "<Q", count)
     table = index_format._TABLE_START
-    for number, length in enumerate([count * dim, 4 * count, 8 * count, 8 * dim]):
+    for number, length in enumerate([count * dim, 4 * count, 8 * count, 8 * count, 8 * dim]):
         forged = with_header_field(forged, table + 24 * number + 8, "<Q", length)
     with pytest.raises(IndexFormatError):
         load_bytes(tmp_path, forged, mmap=False)
@@ -268,11 +338,13 @@ def test_index_format_error_is_a_value_error():
     assert issubclass(IndexFormatError, ValueError)
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzzed_files_only_ever_raise_index_format_error(tmp_path, saved, data):
     _, original = saved
+    if data.draw(st.booleans(), label="version 1"):  # the reader kept for older files
+        original = as_version_1(original)
     if data.draw(st.booleans(), label="truncate"):
         mutated = original[: data.draw(st.integers(0, len(original) - 1), label="length")]
     else:
@@ -289,8 +361,9 @@ def test_fuzzed_files_only_ever_raise_index_format_error(tmp_path, saved, data):
     # zero-padding rule or the exact file length.
     with pytest.raises(IndexFormatError):
         load_bytes(tmp_path, mutated, mmap=False)
-    # An unverified mapped load may accept a changed vector byte: searching it must not
-    # crash (a NaN in the vectors is a ValueError naming the row).
+    # An unverified mapped load may accept a changed vector or metadata byte: searching
+    # must not crash (a NaN in the vectors is a ValueError naming the row), and reading
+    # the metadata gives values or IndexFormatError, nothing else.
     try:
         loaded = load_bytes(tmp_path, mutated, mmap=True)
     except IndexFormatError:
@@ -299,6 +372,11 @@ def test_fuzzed_files_only_ever_raise_index_format_error(tmp_path, saved, data):
         loaded.search(np.ones(7), 3)
     except ValueError as error:
         assert "NaN or infinity" in str(error)
+    for item_id in loaded.ids.tolist():
+        try:
+            loaded.get_metadata(item_id)
+        except IndexFormatError as error:
+            assert f"the metadata of id {item_id} " in str(error)
 
 
 # -- crash safety -----------------------------------------------------------------------------
@@ -406,8 +484,9 @@ def test_mapped_load_of_a_large_index_is_fast_and_uses_little_memory(tmp_path):
         b'{"attributes":{},"items":{"3":{"path":"a.jpg","path":"b.jpg"}}}',
     ],
 )
-def test_duplicate_json_keys_in_the_metadata_raise_index_format_error(tmp_path, saved, section):
-    _, data = saved
+def test_duplicate_json_keys_in_the_metadata_raise_index_format_error(tmp_path, saved_v1,
+                                                                     section):
+    data = saved_v1
     for mmap in (True, False):
         with pytest.raises(IndexFormatError, match="duplicate key"):
             load_bytes(tmp_path, with_metadata_section(data, section), mmap=mmap)

@@ -5,10 +5,17 @@ Storage
     Rows live in one contiguous buffer per column (codes, squared norms, ids). When a
     buffer is full it is reallocated to ``n + n // 10`` rows for ``n`` live rows, never
     doubled, so the vector storage stays within 1.1 x N x dim x itemsize bytes (plus
-    12 bytes per row for the id and the norm cache, plus metadata and an id lookup
-    table). Growing by 10 % copies each row about ten times over the life of an index
+    12 bytes per row for the id and the norm cache, 16 for the id lookup unless the
+    ids are stored in increasing order, plus metadata). Growing by 10 % copies each row about ten times over the life of an index
     built one row at a time; a batch ``add`` allocates once. While a buffer is being
     replaced the old and the new one exist together.
+
+    Ids are found by binary search over sorted arrays (`fastretrieve._id_lookup`), not
+    a dict of every id. Metadata loaded from a file stays in the file's encoded form
+    (memory-mapped with ``mmap=True``) and is decoded per id when read; values set by
+    `add` (encoded to compact JSON there, once) and masks for removed ids are held in
+    a dict layered over it, and `save` copies the unchanged values' bytes without
+    decoding them. So loading costs no Python object per row.
 
 Concurrency
     Any number of threads may call `search`, `get`, `get_metadata`, `save`, ``len``,
@@ -48,10 +55,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _backend
+from ._id_lookup import IdLookup
 from ._stored_rows import DECODE_BLOCK_BYTES
 from .index_format import (
     IndexFormatError,
-    encode_metadata,
+    encode_attributes,
+    encode_item,
     first_duplicate,
     read_index,
     write_index,
@@ -71,6 +80,7 @@ from .search import (
 __all__ = ["Index", "IndexFormatError"]
 
 _MAX_ID = int(np.iinfo(np.int64).max)
+_UNCHANGED = object()  # get_metadata: no value set since the load (read the file's)
 
 @dataclass(frozen=True)
 class _Snapshot:
@@ -126,11 +136,19 @@ class Index:
         self._codec = make_codec(self._dtype)
         self._write_lock = threading.Lock()
         self._next_auto_id = 0
-        self._metadata = {}
+        # Metadata: the values of a loaded file (`StoredItems`, found by the file's own
+        # id lookup, both immutable), under a dict of the values set since -- id -> the
+        # value's compact JSON bytes (encoded once, by `add`), or None masking a stored
+        # value -- which is all there is for a new index. (A version 1 file's values
+        # are held there decoded, as its reader parsed them: `_decoded` tells them apart.)
+        self._stored_items = None
+        self._stored_lookup = None
+        self._metadata_changes = {}
         self._attributes = {}  # replaced whole on assignment, never changed in place
-        self._positions = {}  # id -> row; None until first needed after a load
+        no_ids = np.empty(0, np.int64)
+        self._lookup = IdLookup(no_ids)  # id -> row of the live rows
         empty = np.empty((0, self._dim), self._codec.stored_dtype)
-        self._buffers = (empty, np.empty(0, np.float32), np.empty(0, np.int64))
+        self._buffers = (empty, np.empty(0, np.float32), no_ids)
         self._publish(0, version=0)
 
     # -- properties -----------------------------------------------------------------
@@ -187,8 +205,11 @@ class Index:
         return len(self._snapshot.ids)
 
     def __contains__(self, item_id):
+        item_id = int(item_id)
+        if not 0 <= item_id <= _MAX_ID:
+            return False
         with self._write_lock:
-            return int(item_id) in self._position_map()
+            return self._lookup.row_of(item_id) >= 0
 
     def __repr__(self):
         return (
@@ -224,7 +245,7 @@ class Index:
         rows, _ = as_float32_matrix(vecs, "vecs", allow_1d=True)
         check_same_dim(rows, np.empty((0, self._dim)), names=("vecs", "index"))
         check_finite_rows(rows, "vecs")
-        values = _json_values(metadata, len(rows))
+        values = _encoded_values(metadata, len(rows))
         if self._metric == "cosine":
             rows = _normalised(rows)
         given_ids = None if ids is None else _id_array(ids, "ids", count=len(rows))[0]
@@ -256,13 +277,7 @@ class Index:
                 self._buffers = reencoded
             self._codec = codec
             self._store(codes, norms, given_ids)
-            if not self._metadata and all(value is None for value in values):
-                values = ()  # the common case, an index without metadata: nothing to update
-            for item_id, value in zip(given_ids.tolist(), values):
-                if value is None:
-                    self._metadata.pop(item_id, None)
-                else:
-                    self._metadata[item_id] = value
+            self._set_metadata(given_ids, values)
             self._next_auto_id = max(self._next_auto_id, int(given_ids.max()) + 1)
             return given_ids
 
@@ -275,8 +290,7 @@ class Index:
         if doomed.size == 0:
             return
         with self._write_lock:
-            positions = self._position_map()
-            rows = np.array([_position_of(positions, i) for i in doomed.tolist()], np.int64)
+            rows = self._rows_of(doomed)
             count = len(self._snapshot.ids)
             remaining = count - len(rows)
             # Fill each hole below the new end with a surviving row from the tail, so only
@@ -292,11 +306,10 @@ class Index:
                 new[:remaining] = old[:remaining]
                 new[holes] = old[movers]
             self._buffers = (codes, norms, item_ids)
-            for item_id in doomed.tolist():
-                del positions[item_id]
-                self._metadata.pop(item_id, None)
-            for hole, mover in zip(holes.tolist(), movers.tolist()):
-                positions[int(snapshot.ids[mover])] = hole
+            live_ids = item_ids[:remaining]
+            self._lookup.discard(doomed, live_ids)
+            self._lookup.update(snapshot.ids[movers], holes, live_ids)
+            self._set_metadata(doomed, [None] * len(doomed))
             self._publish(remaining)
 
     # -- queries ------------------------------------------------------------------------
@@ -337,22 +350,29 @@ class Index:
         order: shape (len(ids), dim), or (dim,) for one id. KeyError for an unknown id."""
         wanted, single = _id_array(ids, "ids")
         with self._write_lock:
-            positions = self._position_map()
-            rows = [_position_of(positions, i) for i in wanted.tolist()]
-            codes = self._snapshot.codes[rows]
+            codes = self._snapshot.codes[self._rows_of(wanted)]
             codec = self._snapshot.codec
         vectors = codec.decode(codes)
         return vectors[0] if single else vectors
 
     def get_metadata(self, ids):
         """The metadata of one id (a value, or None when it has none), or a list of them
-        for a sequence of ids. KeyError for an unknown id. Returns copies."""
+        for a sequence of ids. KeyError for an unknown id. Returns copies.
+
+        Metadata loaded from a file is decoded here, for these ids only: a malformed
+        stored value raises IndexFormatError naming its id (``Index.load(...,
+        verify=True)`` checks them all at load instead).
+        """
         wanted, single = _id_array(ids, "ids")
         with self._write_lock:
-            positions = self._position_map()
-            for item_id in wanted.tolist():
-                _position_of(positions, item_id)
-            values = [copy.deepcopy(self._metadata.get(i)) for i in wanted.tolist()]
+            self._rows_of(wanted)  # KeyError for an unknown id
+            changes, stored = self._metadata_changes, self._stored_items
+            values = [changes[i] if i in changes else _UNCHANGED for i in wanted.tolist()]
+            file_rows = None if stored is None else self._stored_lookup.rows_of(wanted)
+        if file_rows is not None:  # immutable: decoded outside the lock
+            values = [stored.value(row) if value is _UNCHANGED and row >= 0 else value
+                      for value, row in zip(values, file_rows.tolist())]
+        values = [None if value is _UNCHANGED else _decoded(value) for value in values]
         return values[0] if single else values
 
     # -- persistence ----------------------------------------------------------------------
@@ -368,27 +388,35 @@ class Index:
             snapshot = self._snapshot
             quantizer = self._codec.state()
             next_auto_id = self._next_auto_id
-            metadata_json = encode_metadata(self._attributes, self._metadata)
+            attributes_json = encode_attributes(self._attributes)
+            item_offsets, item_chunks = self._items_to_save(snapshot.ids)
         write_index(
             path, dim=self._dim, metric=self._metric, dtype=self._dtype,
             next_auto_id=next_auto_id, vectors=snapshot.codes, norms=snapshot.norms,
-            ids=snapshot.ids, quantizer=quantizer, metadata_json=metadata_json,
+            ids=snapshot.ids, id_order=np.argsort(snapshot.ids, kind="stable"),
+            quantizer=quantizer, attributes_json=attributes_json,
+            item_offsets=item_offsets, item_chunks=item_chunks,
         )
 
     @classmethod
     def load(cls, path, mmap=True, *, verify=False):
         """Load an index saved by `save`.
 
-        With ``mmap=True`` the vectors are memory-mapped read-only: loading reads only
-        the header, ids, norms, metadata and attributes, so a multi-GB index opens in a
-        fraction of a second with little resident memory; pages are read as searches
-        touch them.
+        With ``mmap=True`` the vectors and the per-id metadata are memory-mapped
+        read-only: loading reads only the header, ids, norms, the id order, the
+        metadata offsets and the attributes -- no Python object per row -- so a
+        multi-GB index opens in a fraction of a second with little resident memory;
+        pages are read as searches and `get_metadata` touch them.
         The first `add` or `remove` copies the vectors into memory (the file is never
-        written). The vectors' checksum is verified only with ``verify=True`` (which
-        reads them all); every other section is always verified. Keep a mapped file in
-        place: replacing it with `save` is safe, truncating it in place is not.
+        written). The checksums of the vectors and the metadata are verified only with
+        ``verify=True`` (which reads them all); every other section is always verified.
+        Keep a mapped file in place: replacing it with `save` is safe, truncating it in
+        place is not.
 
-        With ``mmap=False`` everything is read into memory and verified.
+        With ``mmap=False`` everything is read into memory and its checksums verified.
+        Either way, each metadata value is decoded (strictly) when first read, or all
+        of them at load with ``verify=True``. Files of format version 1 load too; `save`
+        writes the current version.
 
         Raises IndexFormatError (a ValueError) when the file is not a valid index.
         """
@@ -396,9 +424,15 @@ class Index:
         index = cls(stored.dim, stored.metric, stored.dtype)
         index._codec = make_codec(stored.dtype, stored.quantizer)
         index._next_auto_id = stored.next_auto_id
-        index._metadata = stored.metadata
         index._attributes = stored.attributes
-        index._positions = None  # built on first need: a search-only load never pays for it
+        index._metadata_changes = stored.legacy_metadata  # version 1: every value, decoded
+        if stored.sorted_ids is None:  # version 1 stores no id order
+            index._lookup = IdLookup.of(stored.ids)
+        else:
+            index._lookup = IdLookup(stored.sorted_ids, stored.id_order)
+        if not stored.items.empty:
+            index._stored_items = stored.items
+            index._stored_lookup = IdLookup(stored.sorted_ids, stored.id_order)
         index._buffers = (stored.vectors, stored.norms, stored.ids)
         index._publish(len(stored.ids), version=0)
         return index
@@ -421,11 +455,70 @@ class Index:
             np.empty(capacity, np.int64),
         )
 
-    def _position_map(self):
-        if self._positions is None:
-            ids = self._snapshot.ids
-            self._positions = dict(zip(ids.tolist(), range(len(ids))))
-        return self._positions
+    def _rows_of(self, ids):
+        """The rows of ``ids``; KeyError naming the first unknown one."""
+        rows = self._lookup.rows_of(ids)
+        missing = rows < 0
+        if missing.any():
+            raise KeyError(f"id {int(ids[np.argmax(missing)])} is not in the index")
+        return rows
+
+    def _stored_has_metadata(self, ids):
+        """Which of ``ids`` have a value in the loaded file's metadata."""
+        rows = self._stored_lookup.rows_of(ids)
+        return (rows >= 0) & self._stored_items.has_value(np.maximum(rows, 0))
+
+    def _set_metadata(self, ids, values):
+        """Set the metadata of ``ids`` (None: none), masking their stored values."""
+        changes = self._metadata_changes
+        if self._stored_items is None:
+            if not changes and all(value is None for value in values):
+                return  # the common case, an index without metadata: nothing to update
+            stored = np.zeros(len(ids), bool)
+        else:
+            stored = self._stored_has_metadata(ids)
+        for item_id, value, masks in zip(ids.tolist(), values, stored.tolist()):
+            if value is not None or masks:
+                changes[item_id] = value
+            else:
+                changes.pop(item_id, None)
+
+    def _items_to_save(self, ids):
+        """``(offsets, chunks)`` of the items section for the rows with ``ids``: the
+        changed values encoded, the others copied from the loaded file in runs of
+        consecutive rows."""
+        changes, stored = self._metadata_changes, self._stored_items
+        offsets = np.zeros(len(ids) + 1, np.int64)
+        if stored is None:
+            if not changes:
+                return offsets, []
+            encoded = [_encoded(changes.get(i)) for i in ids.tolist()]
+            np.cumsum([len(value) for value in encoded], out=offsets[1:])
+            return offsets, [b"".join(encoded)]
+        source = self._stored_lookup.rows_of(ids)  # the row in the file, or -1
+        if changes:
+            source[np.isin(ids, np.fromiter(changes, np.int64, len(changes)))] = -1
+        kept = source >= 0
+        lengths = np.zeros(len(ids), np.int64)
+        stored_offsets = stored.offsets
+        lengths[kept] = stored_offsets[source[kept] + 1] - stored_offsets[source[kept]]
+        encoded = {row: _encoded(changes.get(item_id)) for row, item_id in
+                   zip(np.flatnonzero(~kept).tolist(), ids[~kept].tolist())}
+        for row, value in encoded.items():
+            lengths[row] = len(value)
+        np.cumsum(lengths, out=offsets[1:])
+        # A chunk starts at every changed row and wherever the file rows stop being
+        # consecutive: an index loaded and appended to is copied in one piece.
+        starts = np.ones(len(ids), bool)
+        starts[1:] = ~(kept[1:] & kept[:-1] & (source[1:] == source[:-1] + 1))
+        starts = np.flatnonzero(starts).tolist()
+        chunks = []
+        for start, stop in zip(starts, starts[1:] + [len(ids)]):
+            if kept[start]:
+                chunks.append(stored.raw(int(source[start]), int(source[stop - 1]) + 1))
+            else:
+                chunks.append(encoded[start])
+        return offsets, chunks
 
     def _auto_ids(self, count):
         if self._next_auto_id + count - 1 > _MAX_ID:
@@ -434,9 +527,8 @@ class Index:
 
     def _store(self, codes, norms, new_ids):
         """Write rows for ``new_ids`` (replacing present ones) and publish."""
-        positions = self._position_map()
         count = len(self._snapshot.ids)
-        existing = np.array([positions.get(i, -1) for i in new_ids.tolist()], np.int64)
+        existing = self._lookup.rows_of(new_ids)
         replaced = existing >= 0
         appended = ~replaced
         total = count + int(appended.sum())
@@ -456,7 +548,7 @@ class Index:
         for stored, values in zip(buffers, (codes, norms, new_ids)):
             stored[rows] = values
         self._buffers = buffers
-        positions.update(zip(new_ids[appended].tolist(), targets[appended].tolist()))
+        self._lookup.update(new_ids[appended], targets[appended], buffers[2][:total])
         self._publish(total)
 
     def _reencoded(self, codec):
@@ -513,13 +605,6 @@ def _reject_duplicates(ids, name):
         raise ValueError(f"{name} holds id {duplicate} more than once")
 
 
-def _position_of(positions, item_id):
-    try:
-        return positions[item_id]
-    except KeyError:
-        raise KeyError(f"id {item_id} is not in the index") from None
-
-
 def _json_attributes(attributes):
     """Attributes as their JSON round trip; TypeError for anything else."""
     if not isinstance(attributes, Mapping):
@@ -532,8 +617,10 @@ def _json_attributes(attributes):
         raise TypeError(f"attributes are not JSON-serialisable: {error}") from None
 
 
-def _json_values(metadata, count):
-    """Metadata as its JSON round trip, one value (or None) per vector."""
+def _encoded_values(metadata, count):
+    """Metadata as `encode_item` stores it, one compact JSON bytes value (or None) per
+    vector: encoded once here, so that saving only copies bytes, and a value is read
+    back as its JSON round trip."""
     if metadata is None:
         return [None] * count
     if isinstance(metadata, (str, bytes)) or not isinstance(metadata, Sequence):
@@ -544,14 +631,20 @@ def _json_values(metadata, count):
     values = list(metadata)
     if len(values) != count:
         raise ValueError(f"metadata has {len(values)} entries for {count} vectors")
-    try:
-        return json.loads(json.dumps(values, allow_nan=False))
-    except (TypeError, ValueError):
-        for row, value in enumerate(values):
-            try:
-                json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError) as error:
-                raise TypeError(
-                    f"metadata for row {row} is not JSON-serialisable: {error}"
-                ) from None
-        raise
+    encoded = []
+    for row, value in enumerate(values):
+        try:
+            encoded.append(None if value is None else encode_item(value))
+        except (TypeError, ValueError) as error:  # ValueError: NaN, a cycle, a lone surrogate
+            raise TypeError(f"metadata for row {row} is not JSON-serialisable: {error}") from None
+    return encoded
+
+
+def _encoded(value):
+    """A metadata value held in memory as the items section stores it."""
+    return value if type(value) is bytes else encode_item(value)
+
+
+def _decoded(value):
+    """A metadata value held in memory, as a fresh object (None stays None)."""
+    return json.loads(value.decode("utf-8")) if type(value) is bytes else copy.deepcopy(value)
