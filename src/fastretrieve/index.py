@@ -326,7 +326,8 @@ class Index:
         k = check_k(k)
         threads = check_threads(threads)
         queries, single = as_float32_matrix(vecs, "vecs", allow_1d=True)
-        check_same_dim(queries, np.empty((0, self._dim)), names=("vecs", "index"))
+        if queries.shape[1] != self._dim:
+            check_same_dim(queries, np.empty((0, self._dim)), names=("vecs", "index"))
         check_finite_rows(queries, "vecs")
         snapshot = self._snapshot
         n = len(queries)
@@ -340,7 +341,9 @@ class Index:
             database_sqnorms=snapshot.norms, storage=self._dtype,
             quantiser=(codec.low, codec.step) if self._dtype == "int8" else None,
         )
-        found_ids = np.where(positions >= 0, snapshot.ids[np.maximum(positions, 0)], -1)
+        found_ids = snapshot.ids[positions]
+        if k > len(snapshot.ids):  # padded: position -1 read the last id, which it is not
+            found_ids[positions < 0] = -1
         if single:
             return distances[0], found_ids[0]
         return distances, found_ids
