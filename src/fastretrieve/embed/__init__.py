@@ -1,12 +1,13 @@
 """Image embeddings with ONNX Runtime: :class:`Embedder` and the built-in models
-("efficientnet-lite0", the default, Lite1/Lite2, and "classic").
+("efficientnet-lite0", the default, its int8 variant, Lite1/Lite2, and "classic").
 
 One concern per module: ``decode`` (any input to an upright RGB image), ``preprocess``
 (resize, crop, normalise), ``model`` (reading what a model expects), ``providers``
 (execution providers), ``download`` (model files and the cache), ``pipeline`` (the
 overlapped decode/inference stream), ``classic`` (the generator of the built-in model
 "classic"), ``builtin`` (the built-in CNNs and their cache), ``efficientnet`` (their
-architecture and ONNX graph), ``torch_weights`` (the restricted reader of their weights),
+architecture and ONNX graph), ``static_int8`` (the int8 variant, quantised from the fp32
+graph), ``torch_weights`` (the restricted reader of their weights),
 ``whitening`` (PCA whitening learned from a collection's own vectors).
 """
 
