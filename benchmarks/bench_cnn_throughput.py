@@ -86,12 +86,32 @@ def decode_rate(paths, embedder) -> float:
         return len(paths) / (time.perf_counter() - start)
 
 
+def batch_sweep(repeats: int, rounds: int = 3) -> None:
+    """Model-alone images/s of the fp32 and int8 models at batch sizes 1 to 32, the sizes
+    alternating within each of ``rounds`` rounds so that a noisy machine slows them alike."""
+    data = np.random.default_rng(0).uniform(-1, 1, (32, 3, 224, 224)).astype(np.float32)
+    for name in ("efficientnet-lite0", "efficientnet-lite0-int8"):
+        sess = session(Embedder(name).model_path)
+        rates = {size: [] for size in (1, 4, 8, 16, 32)}
+        for _ in range(rounds):
+            for size, bucket in rates.items():
+                bucket.append(model_rate(sess, data[:size], repeats))
+        print(f"{name} model alone, images/s per round: " +
+              "; ".join(f"batch {size}: {', '.join(f'{r:.0f}' for r in bucket)}"
+                        for size, bucket in rates.items()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=192)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch-sweep", action="store_true",
+                        help="only the model-alone rates at batch sizes 1-32, in 3 rounds")
     args = parser.parse_args()
+    if args.batch_sweep:
+        batch_sweep(args.repeats)
+        return 0
     embedder = Embedder()
     fp32 = embedder.model_path
     batch = np.random.default_rng(0).uniform(-1, 1, (args.batch, 3, 224, 224)).astype(np.float32)
