@@ -68,10 +68,10 @@ from .index_format import (
 from .quantize import make_codec, storage_dtype_name
 from .search import (
     as_float32_matrix,
+    check_dim,
     check_finite_rows,
     check_k,
     check_metric,
-    check_same_dim,
     check_threads,
     knn,
     pad_distance,
@@ -243,7 +243,7 @@ class Index:
         add replacements in batches rather than one at a time.
         """
         rows, _ = as_float32_matrix(vecs, "vecs", allow_1d=True)
-        check_same_dim(rows, np.empty((0, self._dim)), names=("vecs", "index"))
+        check_dim(rows, self._dim, names=("vecs", "index"))
         check_finite_rows(rows, "vecs")
         values = _encoded_values(metadata, len(rows))
         if self._metric == "cosine":
@@ -326,8 +326,7 @@ class Index:
         k = check_k(k)
         threads = check_threads(threads)
         queries, single = as_float32_matrix(vecs, "vecs", allow_1d=True)
-        if queries.shape[1] != self._dim:
-            check_same_dim(queries, np.empty((0, self._dim)), names=("vecs", "index"))
+        check_dim(queries, self._dim, names=("vecs", "index"))
         check_finite_rows(queries, "vecs")
         snapshot = self._snapshot
         n = len(queries)

@@ -207,10 +207,15 @@ def as_float32_matrix(values, name, *, allow_1d=False):
 
 
 def check_same_dim(queries, database, names=("vecs", "database")):
-    if queries.shape[1] != database.shape[1]:
+    check_dim(queries, database.shape[1], names)
+
+
+def check_dim(matrix, dim, names=("vecs", "database")):
+    """ValueError unless ``matrix`` has ``dim`` columns; ``names``: the matrix's name and
+    that of what sets the dimension (an index, a database)."""
+    if matrix.shape[1] != dim:
         raise ValueError(
-            f"dimension mismatch: {names[0]} has d={queries.shape[1]}, "
-            f"{names[1]} has d={database.shape[1]}"
+            f"dimension mismatch: {names[0]} has d={matrix.shape[1]}, {names[1]} has d={dim}"
         )
 
 
