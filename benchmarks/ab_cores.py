@@ -2,7 +2,8 @@
 
 Loads two `_core` shared objects side by side in one process (under different module
 names) and times the same `knn` call on each, alternating A, B, A, B, ... on the same
-data, so that a noisy machine slows both alike. Prints per shape both medians and the
+data, so that a noisy machine slows both alike (every_shape.py's timing: at least 3 calls
+each, up to about 0.3 s of calls for short ones). Prints per shape both medians and the
 ratio A / B (above 1: B is faster), and checks that both builds return the same
 neighbours and distances.
 
@@ -19,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import time
 
 import numpy as np
+from every_shape import engine_medians  # benchmarks/ is the script's folder, on sys.path
 
 # (rows, dim, metric, queries, k)
 COMPARE_SHAPES = [
@@ -44,11 +45,6 @@ def load_core(path, name):
     return module
 
 
-def repeats_for(seconds):
-    """More repeats for short calls: about 0.3 s of calls per build, between 3 and 200."""
-    return int(min(200, max(3, 0.3 / max(seconds, 1e-6))))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("build_a", help="path of the first _core shared object")
@@ -69,18 +65,11 @@ def main():
         def call(build):
             return build.knn(queries, database, k, metric, args.threads)
 
-        start = time.perf_counter()
-        results = {name: call(build) for name, build in builds.items()}  # warm-up
-        repeats = repeats_for((time.perf_counter() - start) / 2)
-        if not all(np.array_equal(a, b) for a, b in zip(results["A"], results["B"])):
+        results = [call(build) for build in builds.values()]
+        if not all(np.array_equal(a, b) for a, b in zip(*results)):
             raise SystemExit(f"the builds disagree on {rows}x{dim} {metric} nq={n_queries}")
-        times = {name: [] for name in builds}
-        for _ in range(repeats):
-            for name, build in builds.items():
-                start = time.perf_counter()
-                call(build)
-                times[name].append(time.perf_counter() - start)
-        a, b = (float(np.median(times[name])) for name in ("A", "B"))
+        a, b = engine_medians([lambda build=build: call(build) for build in builds.values()],
+                              repeats=3)
         ratios.append(a / b)
         print(f"| {rows}x{dim} {metric} nq={n_queries} k={k} | {a * 1e3:.3f} | {b * 1e3:.3f} | "
               f"{a / b:.3f} |", flush=True)

@@ -59,7 +59,9 @@ MIN_SECONDS_PER_CELL = 0.3
 MAX_REPEATS = 500
 
 
-def interleaved_medians(calls, repeats, blocked=False):
+def engine_medians(calls, repeats, blocked=False):
+    """Median seconds of each of ``calls``: alternated, or with ``blocked`` each in runs of
+    its own; at least ``repeats`` calls each, more for short ones (MIN_SECONDS_PER_CELL)."""
     slowest = 0.0
     for call in calls:  # the warm-up, which also sizes the repeats
         start = time.perf_counter()
@@ -116,7 +118,7 @@ def main():
             index.add(database)
             for n_queries in args.queries:
                 queries = rng.standard_normal((n_queries, dim), dtype=np.float32)
-                ours, theirs = interleaved_medians(
+                ours, theirs = engine_medians(
                     [lambda: fr.search(queries, 10, database=database, threads=args.threads),
                      lambda: index.search(queries, 10)],
                     args.repeats, blocked=args.order == "blocked")
