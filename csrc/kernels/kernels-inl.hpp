@@ -92,6 +92,16 @@ struct L2Step {
     }
 };
 
+// Asks for the bytes `ahead` elements past those a step of `step_bytes` bytes is about to
+// read from each row, one request per cache line of the rows (reduce_rows says why).
+template <class R>
+FASTRETRIEVE_ALWAYS_INLINE void prefetch_step(const typename R::Stored* const* rows, std::size_t t,
+                                              std::size_t ahead, std::size_t step_bytes) {
+    constexpr std::size_t kLineBytes = 64;
+    if (ahead == 0 || (t * sizeof(typename R::Stored)) % kLineBytes >= step_bytes) return;
+    for (std::size_t r = 0; r < kRowsPerTile; ++r) __builtin_prefetch(rows[r] + t + ahead);
+}
+
 // Register-blocked micro-kernel: Q queries x 4 rows, accumulated along the dimension in
 // SIMD registers, reduced once at the end. Writes sums[i * 4 + r].
 //
@@ -102,9 +112,12 @@ struct L2Step {
 //
 // WithNorms (float32 rows, dot products): also accumulates each row's squared norm while
 // the row is in registers, into norms[r], so that a scan needing both reads the rows once.
+//
+// ahead (elements; 0: none): each step also prefetches the same bytes of the rows that far on.
 template <class S, class Step, class R, int Q, bool Paired = false, bool WithNorms = false>
 FASTRETRIEVE_ALWAYS_INLINE void tile(const float* const* queries, const typename R::Stored* const* rows,
-                 std::size_t dim, float* sums, float* norms = nullptr) {
+                 std::size_t dim, float* sums, float* norms, std::size_t ahead) {
+    using Stored = typename R::Stored;
     static_assert(!(Paired && WithNorms), "norms are fused for float32 rows only");
     using V = typename S::V;
     V acc[Q][kRowsPerTile];
@@ -116,6 +129,7 @@ FASTRETRIEVE_ALWAYS_INLINE void tile(const float* const* queries, const typename
     if constexpr (Paired) {
         for (; t + 2 * S::W <= dim; t += 2 * S::W) {
             V even[kRowsPerTile], odd[kRowsPerTile];
+            prefetch_step<R>(rows, t, ahead, 2 * S::W * sizeof(Stored));
             for (std::size_t r = 0; r < kRowsPerTile; ++r)
                 S::load_bf16_pairs(rows[r] + t, &even[r], &odd[r]);
             for (int i = 0; i < Q; ++i) {
@@ -128,6 +142,7 @@ FASTRETRIEVE_ALWAYS_INLINE void tile(const float* const* queries, const typename
     }
     for (; t + S::W <= dim; t += S::W) {
         V x[kRowsPerTile];
+        prefetch_step<R>(rows, t, ahead, S::W * sizeof(Stored));
         for (std::size_t r = 0; r < kRowsPerTile; ++r) x[r] = R::template load<S>(rows[r] + t);
         if constexpr (WithNorms)
             for (std::size_t r = 0; r < kRowsPerTile; ++r) norm_acc[r] = S::fma(x[r], x[r], norm_acc[r]);
@@ -140,6 +155,7 @@ FASTRETRIEVE_ALWAYS_INLINE void tile(const float* const* queries, const typename
     if (t < dim) {  // the dimension's tail: zero-filled lanes add nothing to either step
         const std::size_t rest = dim - t;
         V x[kRowsPerTile];
+        prefetch_step<R>(rows, t, ahead, S::W * sizeof(Stored));
         for (std::size_t r = 0; r < kRowsPerTile; ++r)
             x[r] = R::template load_partial<S>(rows[r] + t, rest);
         if constexpr (WithNorms)
@@ -158,9 +174,9 @@ FASTRETRIEVE_ALWAYS_INLINE void tile(const float* const* queries, const typename
 template <class S, class Step, class R, int Q, bool Paired, bool WithNorms>
 FASTRETRIEVE_ALWAYS_INLINE void tile_to_out(const float* const* queries, const typename R::Stored* const* rows,
                         std::size_t dim, std::size_t valid_rows, float* out, std::size_t ld_out,
-                        float* norms_out) {
+                        float* norms_out, std::size_t ahead) {
     float sums[Q * kRowsPerTile], norms[kRowsPerTile];
-    tile<S, Step, R, Q, Paired, WithNorms>(queries, rows, dim, sums, norms);
+    tile<S, Step, R, Q, Paired, WithNorms>(queries, rows, dim, sums, norms, ahead);
     for (int i = 0; i < Q; ++i)
         for (std::size_t r = 0; r < valid_rows; ++r) out[i * ld_out + r] = sums[i * kRowsPerTile + r];
     if constexpr (WithNorms)
@@ -172,14 +188,14 @@ template <class S, class Step, class R, int Q, bool Paired, bool WithNorms = fal
 FASTRETRIEVE_ALWAYS_INLINE void tile_for_count(int count, const float* const* queries,
                            const typename R::Stored* const* rows, std::size_t dim,
                            std::size_t valid_rows, float* out, std::size_t ld_out,
-                           float* norms_out = nullptr) {
+                           float* norms_out, std::size_t ahead) {
     if constexpr (Q > 1) {
         if (count < Q)
             return tile_for_count<S, Step, R, Q - 1, Paired, WithNorms>(
-                count, queries, rows, dim, valid_rows, out, ld_out, norms_out);
+                count, queries, rows, dim, valid_rows, out, ld_out, norms_out, ahead);
     }
     tile_to_out<S, Step, R, Q, Paired, WithNorms>(queries, rows, dim, valid_rows, out, ld_out,
-                                                  norms_out);
+                                                  norms_out, ahead);
 }
 
 // Largest dimension and query count whose de-interleaved copy (pair_queries) lives on the
@@ -213,8 +229,12 @@ inline void pair_queries(const float* queries, std::size_t n_queries, std::size_
 // over them.
 // Few queries stream the database from memory. Asking for the rows about 8 KiB ahead of
 // the tile being multiplied keeps more misses in flight than the hardware prefetcher
-// alone: 1M x 128, 1 query, 19.8-20.5 ms -> 16.3-16.5 ms in alternating runs; neutral to
-// slightly better at d = 512 (8, 16 and 32 KiB measured alike within the noise).
+// alone: 1M x 128, 1 query, 19.8-20.5 ms -> 16.3-16.5 ms in alternating runs (4, 16 and
+// 32 KiB measured no better). The requests are spread over the tile's steps, one per line
+// the step reads, rather than issued in a burst before the tile: a burst stalls once the
+// core's few miss buffers are full, and the tile's arithmetic then waits behind it, which
+// the extra FMA of fused norms made visible (1 ip query, 200k x 512: 29.1 -> 22.0 ms;
+// 10k x 768, 1-7 queries: 1.32-1.36x; 1M x 128 1 ip query 31.6 -> 29.9 ms).
 constexpr std::size_t kPrefetchBytesAhead = 8192;
 
 //
@@ -229,11 +249,8 @@ void reduce_rows(const float* queries, std::size_t n_queries, const typename R::
     const std::size_t rows_ahead = tiles_ahead * kRowsPerTile;
     for (std::size_t r0 = 0; r0 < n_rows; r0 += kRowsPerTile) {
         const std::size_t valid_rows = n_rows - r0 < kRowsPerTile ? n_rows - r0 : kRowsPerTile;
-        if (r0 + rows_ahead + kRowsPerTile <= n_rows) {
-            const char* ahead = reinterpret_cast<const char*>(rows + (r0 + rows_ahead) * dim);
-            for (std::size_t offset = 0; offset < tile_bytes; offset += 64)
-                __builtin_prefetch(ahead + offset);
-        }
+        // The first group of queries prefetches for all; the last tiles need nothing.
+        const std::size_t ahead = r0 + rows_ahead + kRowsPerTile <= n_rows ? rows_ahead * dim : 0;
         const typename R::Stored* row_ptrs[kRowsPerTile];
         for (std::size_t r = 0; r < kRowsPerTile; ++r)  // a short tail repeats its last row
             row_ptrs[r] = rows + (r0 + (r < valid_rows ? r : valid_rows - 1)) * dim;
@@ -245,10 +262,11 @@ void reduce_rows(const float* queries, std::size_t n_queries, const typename R::
             if (WithNorms && q0 == 0)
                 tile_for_count<S, Step, R, kMax, Paired, WithNorms>(
                     count, query_ptrs, row_ptrs, dim, valid_rows, out + q0 * ld_out + r0, ld_out,
-                    norms_out + r0);
+                    norms_out + r0, ahead);
             else
                 tile_for_count<S, Step, R, kMax, Paired>(count, query_ptrs, row_ptrs, dim,
-                                                         valid_rows, out + q0 * ld_out + r0, ld_out);
+                                                         valid_rows, out + q0 * ld_out + r0, ld_out,
+                                                         nullptr, q0 == 0 ? ahead : 0);
         }
     }
 }
