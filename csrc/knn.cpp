@@ -33,6 +33,9 @@ constexpr std::size_t kRowsPerChunkPerK = 64;
 // From this many queries on, a search is compute-bound (the roofline puts the
 // turn near 20 queries on this machine; 64 leaves the bandwidth-bound shapes alone).
 constexpr std::size_t kComputeBoundQueries = 64;
+// From this many queries on, bfloat16 rows are screened in bfloat16 arithmetic where the
+// CPU has it (a panel kernel; 8 was the float32 panels' threshold when it came in).
+constexpr std::size_t kBf16ScreenMinQueries = 8;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
@@ -376,8 +379,7 @@ bool scan_rows(const KnnRequest& r, const KernelTable& kernels, BlockScan& scan,
     // centred scan), whichever pass reads a block first waits for memory. The panel kernel
     // hides that wait (it prefetches each strip while multiplying the one before), so it
     // goes first; otherwise the norms go first.
-    const bool products_first =
-        kernels.panel_min_queries != 0 && query_count >= kernels.panel_min_queries;
+    const bool products_first = kernels.uses_panels(query_count, r.dim);
     // Float32 rows without cached norms get their norms from the products' own read of
     // each row (reduce tiles or panel packing): one pass over the block instead of two
     // (interleaved against the separate norms pass: 1.05-1.26x, from 10k x 32 at 1 query
@@ -545,11 +547,11 @@ void knn_search(const KnnRequest& r, float* out_distances, std::int64_t* out_ind
     BadRow bad;
     const ScanQueries scan = scan_queries(r);
     const float* queries = scan.values.empty() ? r.queries : scan.values.data();
-    // bfloat16 rows on a CPU with bfloat16 arithmetic: from the panel kernel's query count
-    // on, where the search is compute-bound, screen in bfloat16 (bf16_screen.hpp).
+    // bfloat16 rows on a CPU with bfloat16 arithmetic: from kBf16ScreenMinQueries on,
+    // screen in bfloat16 (bf16_screen.hpp).
     Bf16Screen screen_storage;
     const bool use_screen = r.storage == Storage::BF16 && kernels.bf16_screen_block &&
-                            r.n_queries >= kernels.panel_min_queries &&
+                            r.n_queries >= kBf16ScreenMinQueries &&
                             make_bf16_screen(r, queries, block_size,
                                              kernels.bf16_screen_group, screen_storage);
     const Bf16Screen* screen = use_screen ? &screen_storage : nullptr;

@@ -31,12 +31,13 @@ def test_search_matches_oracle_each_dim(kernel_path, dim, metric):
 
 
 @pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize("dim", [1, 7, 16, 33, 64, 65])
-@pytest.mark.parametrize("n_queries", [2, 4, 7])
-def test_short_rows_take_panels_from_four_queries(kernel_path, n_queries, dim, metric):
-    # Rows of up to 64 elements are multiplied in packed panels from 4 queries on, longer
-    # ones from 8; 2 queries, and 65 elements, stay on the reduce tiles. 301 rows leave a
-    # short last panel strip.
+@pytest.mark.parametrize("dim", [1, 7, 33, 64, 65, 128, 129, 257])
+@pytest.mark.parametrize("n_queries", [2, 4, 7, 8, 15, 16])
+def test_panel_thresholds_by_row_length(kernel_path, n_queries, dim, metric):
+    # The kernels move from reduce tiles to packed panels at a query count that depends on
+    # the row length: rows of up to 64 elements from 4 queries on (AVX2 from 8), up to 128
+    # from 8, longer ones from 16. Each count here sits on one side of a threshold; 301
+    # rows leave a short last panel strip.
     queries, database = random_data(dim + n_queries, n_queries, 301, dim)
     for k in (1, 10, 310):
         distances, indices = fr.search(queries, k, database=database, metric=metric)

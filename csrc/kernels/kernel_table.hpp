@@ -67,6 +67,8 @@ using Bf16ScreenFn = void (*)(const std::uint32_t* query_groups, std::size_t n_q
                               const std::uint16_t* rows, std::size_t n_rows, std::size_t dim,
                               float* out, std::size_t ld_out);
 
+using UsesPanelsFn = bool (*)(std::size_t n_queries, std::size_t dim);
+
 enum class Metric : int { L2 = 0, IP = 1, Cosine = 2 };
 
 struct KernelTable {
@@ -77,12 +79,12 @@ struct KernelTable {
     SqnormsFn sqnorms;
     ScoreRowFn score_row[3];  // indexed by Metric
     BelowBitsFn below_bits;
-    // From this many queries on, dot_block and l2_block multiply packed panels and prefetch
-    // the rows of a block themselves, ahead of use, at every dimension (rows of up to 64
-    // elements take panels from 4 queries on); 0 where they never do.
-    std::size_t panel_min_queries;
-    // From panel_min_queries queries on, bfloat16 rows are screened by this where the CPU
-    // multiplies bfloat16 natively (AVX512-BF16); nullptr elsewhere.
+    // Whether dot_block and l2_block multiply packed panels for this many queries of rows
+    // of this length (they then prefetch the rows of a block themselves, ahead of use);
+    // never where the ISA has no panel kernel.
+    UsesPanelsFn uses_panels;
+    // bfloat16 rows are screened by this where the CPU multiplies bfloat16 natively
+    // (AVX512-BF16), from knn.cpp's kBf16ScreenMinQueries on; nullptr elsewhere.
     Bf16ScreenFn bf16_screen_block;
     std::size_t bf16_screen_group;  // queries per group of the screen's layout; 0: none
 };

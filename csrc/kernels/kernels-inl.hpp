@@ -293,14 +293,31 @@ void reduce_block(const float* queries, std::size_t n_queries, const typename R:
 // paid back once enough queries reuse the panel.
 constexpr std::size_t kMinPanelQueries = 8;
 // Short rows pay it back sooner: their reduce tiles spend more on the horizontal sums
-// than on the products (10k rows, 1 thread, panels against reduce tiles: d = 32 at 4
-// queries 123 -> 91 us and at 7 queries 192 -> 109 us; d = 64 at 4 queries even; d = 96
-// at 4 queries 214 -> 254 us; at 2 queries the panels lose from d = 48 on).
+// than on the products (AVX-512, 10k rows, 1 thread, panels against reduce tiles: d = 32
+// at 4 queries 123 -> 91 us and at 7 queries 192 -> 109 us; d = 64 at 4 queries even;
+// d = 96 at 4 queries 214 -> 254 us; at 2 queries the panels lose from d = 48 on). The
+// traits say from how many queries (S::kMinPanelQueriesShortRows): AVX2's reduce tiles
+// still win at 4 (panels 1.08x the time at d = 32, 1.30x at d = 64).
 constexpr std::size_t kShortRowDim = 64;
-constexpr std::size_t kMinPanelQueriesShortRows = 4;
+// Long rows pay it back later: their reduce tiles spend little on the horizontal sums, and
+// packing costs a transpose per element (panels against reduce tiles, 10k to 1M rows, 1
+// and 2 threads: at d = 200-768 1.16-1.49x the time at 8 queries and 1.00-1.37x at 12,
+// AVX2 1.09-1.50x at 8; from 16 queries on about even, and ahead from 24).
+constexpr std::size_t kLongRowDim = 128;
+constexpr std::size_t kMinPanelQueriesLongRows = 16;
 
-inline bool use_panels(std::size_t n_queries, std::size_t dim) {
-    return n_queries >= (dim <= kShortRowDim ? kMinPanelQueriesShortRows : kMinPanelQueries);
+// Whether dot_block and l2_block multiply packed panels for this many queries of rows of
+// this length (KernelTable::uses_panels).
+template <class S>
+bool use_panels(std::size_t n_queries, std::size_t dim) {
+    if constexpr (S::kQueriesPerPanelTile == 0) {
+        return false;
+    } else {
+        const std::size_t least = dim <= kShortRowDim  ? S::kMinPanelQueriesShortRows
+                                  : dim <= kLongRowDim ? kMinPanelQueries
+                                                       : kMinPanelQueriesLongRows;
+        return n_queries >= least;
+    }
 }
 
 // Copies 2W rows (a short strip repeats its last row) transposed into panel[t * 2W + r],
@@ -461,7 +478,7 @@ template <class S, class Step, class R>
 void pairwise_block(const float* queries, std::size_t n_queries, const typename R::Stored* rows,
                     std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out) {
     if constexpr (S::kQueriesPerPanelTile > 0) {
-        if (use_panels(n_queries, dim))
+        if (use_panels<S>(n_queries, dim))
             return panel_block<S, Float32Panel<S, Step, R>, R>(queries, n_queries, rows, n_rows,
                                                                dim, out, ld_out);
     }
@@ -482,7 +499,7 @@ void dot_norms_block(const float* queries, std::size_t n_queries, const float* r
                      std::size_t n_rows, std::size_t dim, float* out, std::size_t ld_out,
                      float* sqnorms_out) {
     if constexpr (S::kQueriesPerPanelTile > 0) {
-        if (use_panels(n_queries, dim))
+        if (use_panels<S>(n_queries, dim))
             return panel_block<S, Float32Panel<S, DotStep, F32Rows>, F32Rows, true>(
                 queries, n_queries, rows, n_rows, dim, out, ld_out, sqnorms_out);
     }
@@ -590,7 +607,7 @@ KernelTable make_kernel_table(const char* name) {
         &sqnorms<S>,
         {&score_row<S, Metric::L2>, &score_row<S, Metric::IP>, &score_row<S, Metric::Cosine>},
         &below_bits<S>,
-        S::kQueriesPerPanelTile > 0 ? kMinPanelQueries : 0,
+        &use_panels<S>,
         nullptr,
         0,
     };

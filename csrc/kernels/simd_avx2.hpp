@@ -18,6 +18,9 @@ struct SimdAvx2 {
     // Panel micro-kernel: 6 queries x 2 panel vectors = 12 accumulators + 2 panel vectors
     // + 1 broadcast query value = 15 of the 16 ymm registers.
     static constexpr int kQueriesPerPanelTile = 6;
+    // Rows of up to kShortRowDim elements take panels from this many queries on
+    // (kernels-inl.hpp, use_panels).
+    static constexpr std::size_t kMinPanelQueriesShortRows = 8;
 
     static V zero() { return _mm256_setzero_ps(); }
     static V set1(float v) { return _mm256_set1_ps(v); }

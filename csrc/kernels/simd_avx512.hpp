@@ -19,6 +19,9 @@ struct SimdAvx512 {
     // + 1 broadcast query value. 24 independent FMA chains cover the 2 FMA pipes x 4 cycles
     // of latency three times over, and each broadcast feeds two FMAs.
     static constexpr int kQueriesPerPanelTile = 12;
+    // Rows of up to kShortRowDim elements take panels from this many queries on
+    // (kernels-inl.hpp, use_panels).
+    static constexpr std::size_t kMinPanelQueriesShortRows = 4;
 
     static V zero() { return _mm512_setzero_ps(); }
     static V set1(float v) { return _mm512_set1_ps(v); }
