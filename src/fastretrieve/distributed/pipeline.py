@@ -332,8 +332,15 @@ def _run_pipeline(plan, todo, shard_size, writer, spec, options, probe, workers,
         num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker,
         fn_constructor_kwargs={"model": spec, "options": options, "delay": delay},
     )
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        writer.take(batch)
+    # Closed at once when the loop stops early (an on_shard callback or Ctrl-C raising):
+    # closing the iterator shuts Ray Data's executor down, instead of leaving it running,
+    # and its dataset registered, until the traceback that holds the iterator is freed.
+    batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+    try:
+        for batch in batches:
+            writer.take(batch)
+    finally:
+        batches.close()
     if writer.pending:
         missing = {s: len(plan[s]) - len(rows) for s, rows in writer.pending.items()}
         raise RuntimeError(f"the pipeline ended with incomplete shards {missing} (files missing "
